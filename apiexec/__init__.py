@@ -1,0 +1,62 @@
+"""apiexec: many HTTP API calls from synchronous Python, inside rate limits.
+
+Example:
+    >>> from apiexec import APICalling, Endpoint, RateLimitedExecutor
+    >>> endpoint = Endpoint.for_provider("openai", "chat")        # doctest: +SKIP
+    >>> with endpoint, RateLimitedExecutor(limit_requests=500, limit_tokens=200_000,
+    ...                                    concurrency_limit=16) as ex:   # doctest: +SKIP
+    ...     calls = [APICalling(endpoint, body, requires_tokens=True) for body in bodies]
+    ...     results = list(ex.map(calls))
+"""
+
+import logging
+
+from apiexec.api_calling import APICalling
+from apiexec.endpoint import Endpoint
+from apiexec.endpoint_config import EndpointConfig, Secret
+from apiexec.errors import (
+    APIConnectionError,
+    APIError,
+    APIExecError,
+    APIStatusError,
+    APITimeoutError,
+    CapacityError,
+    ConfigError,
+    EventFailed,
+    ExecutorNotRunning,
+    QueueStopped,
+    RateLimitError,
+)
+from apiexec.event import Event, Execution, ExecutionStatus
+from apiexec.executor import Executor
+from apiexec.rate_limited import RateLimitedExecutor
+from apiexec.work_queue import Queue, QueueConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APICalling",
+    "APIConnectionError",
+    "APIError",
+    "APIExecError",
+    "APIStatusError",
+    "APITimeoutError",
+    "CapacityError",
+    "ConfigError",
+    "Endpoint",
+    "EndpointConfig",
+    "Event",
+    "EventFailed",
+    "Execution",
+    "ExecutionStatus",
+    "Executor",
+    "ExecutorNotRunning",
+    "Queue",
+    "QueueConfig",
+    "QueueStopped",
+    "RateLimitError",
+    "RateLimitedExecutor",
+    "Secret",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

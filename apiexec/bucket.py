@@ -1,0 +1,164 @@
+"""Continuous token buckets for requests and tokens, taken together.
+
+A :class:`TokenBucket` holds up to ``capacity`` units and refills
+continuously at ``capacity / interval`` units per second; it starts full.
+Over any window of ``w`` seconds it grants at most
+``capacity + capacity * w / interval`` units: no fixed-window 2x bursts.
+
+:class:`MemoryBackend` keeps one bucket for requests and one for tokens in
+this process and takes from both **atomically**: a call gets its request and
+its tokens together, or nothing. It answers how long to wait instead of
+waiting itself; :class:`~apiexec.limiter.RateLimiter` does the waiting. Other
+backends (shared across processes) offer the same four methods.
+
+Example:
+    >>> clock = iter([0.0, 0.0, 0.5]).__next__
+    >>> backend = MemoryBackend(limit_requests=2, limit_tokens=None,
+    ...                         interval=1.0, clock=clock)
+    >>> backend.acquire(1, 0), backend.acquire(1, 0)
+    (0.0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+Clock = Callable[[], float]
+
+#: Float slack when comparing a refilled level with an amount.
+_EPSILON = 1e-9
+
+
+@dataclass
+class TokenBucket:
+    """One continuous bucket. Not thread-safe: its owner holds a lock.
+
+    Attributes:
+        capacity: Most units the bucket holds (the limit).
+        rate: Units added per second.
+        level: Units available now (negative after a usage overrun).
+        stamp: Clock time ``level`` was computed at.
+    """
+
+    capacity: float
+    rate: float
+    level: float
+    stamp: float
+
+    @classmethod
+    def full(cls, limit: float, interval: float, now: float) -> TokenBucket:
+        """A full bucket of ``limit`` units refilling over ``interval`` s."""
+        return cls(capacity=float(limit), rate=limit / interval, level=float(limit), stamp=now)
+
+    def refill(self, now: float) -> None:
+        """Add what accrued since ``stamp`` (clock going back adds nothing)."""
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` units are there (0.0 if they are now)."""
+        missing = amount - self.level
+        if missing <= _EPSILON:
+            return 0.0
+        return missing / self.rate
+
+    def take(self, amount: float) -> None:
+        """Remove ``amount`` units (the caller checked ``wait_for``)."""
+        self.level -= amount
+
+    def give(self, amount: float) -> None:
+        """Return (positive) or charge (negative) units, capped at capacity."""
+        self.level = min(self.capacity, self.level + amount)
+
+
+class LimitBackend(Protocol):
+    """Where the buckets live: this process, a SQLite file, a Redis server."""
+
+    limit_requests: float | None
+    limit_tokens: float | None
+
+    def acquire(self, requests: int, tokens: int) -> float:
+        """Take both amounts atomically; return 0.0, or seconds to wait."""
+
+    def adjust(self, tokens: float) -> None:
+        """Give back (positive) or charge (negative) tokens after usage is known."""
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing for the next ``seconds`` (a server said to wait)."""
+
+    def levels(self) -> tuple[float | None, float | None]:
+        """Current (requests, tokens) levels; None where there is no limit."""
+
+
+class MemoryBackend:
+    """Request and token buckets in this process (the default backend).
+
+    Args:
+        limit_requests: Requests per ``interval``; None for no request limit.
+        limit_tokens: Tokens per ``interval``; None for no token limit.
+        interval: Seconds over which each limit refills completely.
+        clock: Monotonic clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        limit_requests: float | None,
+        limit_tokens: float | None,
+        interval: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.limit_requests = limit_requests
+        self.limit_tokens = limit_tokens
+        self._clock = clock
+        self._lock = threading.Lock()
+        now = clock()
+        self._requests = TokenBucket.full(limit_requests, interval, now) if limit_requests else None
+        self._tokens = TokenBucket.full(limit_tokens, interval, now) if limit_tokens else None
+        self._paused_until = -math.inf
+
+    def acquire(self, requests: int, tokens: int) -> float:
+        """Take ``requests`` and ``tokens`` together, or say how long to wait."""
+        with self._lock:
+            now = self._clock()
+            wait = max(0.0, self._paused_until - now)
+            for bucket, amount in ((self._requests, requests), (self._tokens, tokens)):
+                if bucket is not None and amount:
+                    bucket.refill(now)
+                    wait = max(wait, bucket.wait_for(amount))
+            if wait > 0.0:
+                return wait
+            if self._requests is not None:
+                self._requests.take(requests)
+            if self._tokens is not None:
+                self._tokens.take(tokens)
+            return 0.0
+
+    def adjust(self, tokens: float) -> None:
+        """Give back (positive) or charge (negative) tokens."""
+        if self._tokens is None or not tokens:
+            return
+        with self._lock:
+            self._tokens.refill(self._clock())
+            self._tokens.give(tokens)
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing until ``seconds`` from now (never shortens a pause)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def levels(self) -> tuple[float | None, float | None]:
+        """Current (requests, tokens) levels."""
+        with self._lock:
+            now = self._clock()
+            out = []
+            for bucket in (self._requests, self._tokens):
+                if bucket is not None:
+                    bucket.refill(now)
+                out.append(None if bucket is None else bucket.level)
+            return out[0], out[1]

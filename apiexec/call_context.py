@@ -1,0 +1,88 @@
+"""What one running call tells the layers around it.
+
+An :class:`~apiexec.event.Event` runs ``endpoint.call(request=...,
+cache_control=...)``: that signature carries no room for bookkeeping. The
+endpoint instead reports into the :class:`CallContext` of the running thread:
+how many attempts it made, and every response's status and headers. The
+executor installs an observer there to learn rate limits the moment a server
+states them, without the endpoint knowing about executors.
+
+Example:
+    >>> with call_context() as ctx:
+    ...     note_attempt()
+    >>> ctx.attempts
+    1
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+#: Called with (status_code, headers) for every HTTP response of the call.
+ResponseObserver = Callable[[int, Mapping[str, str]], None]
+
+
+@dataclass
+class CallContext:
+    """Bookkeeping for one logical call (all of its attempts).
+
+    Attributes:
+        attempts: HTTP attempts made so far.
+        observers: Callbacks told of every response.
+    """
+
+    attempts: int = 0
+    observers: list[ResponseObserver] = field(default_factory=list)
+
+
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
+    "apiexec_call_context", default=None
+)
+
+
+def current_context() -> CallContext | None:
+    """Return the call context of this thread, if a call is running."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def call_context(observer: ResponseObserver | None = None) -> Iterator[CallContext]:
+    """Open a call context, or join the one already open on this thread.
+
+    Args:
+        observer: Added to the context's observers for the duration.
+
+    Yields:
+        The context the endpoint will report into.
+    """
+    existing = _current.get()
+    ctx = existing if existing is not None else CallContext()
+    if observer is not None:
+        ctx.observers.append(observer)
+    token = _current.set(ctx) if existing is None else None
+    try:
+        yield ctx
+    finally:
+        if observer is not None:
+            ctx.observers.remove(observer)
+        if token is not None:
+            _current.reset(token)
+
+
+def note_attempt() -> None:
+    """Count one HTTP attempt in the running call, if any."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx.attempts += 1
+
+
+def note_response(status_code: int, headers: Mapping[str, str]) -> None:
+    """Tell the running call's observers about a response."""
+    ctx = _current.get()
+    if ctx is None:
+        return
+    for observer in list(ctx.observers):
+        observer(status_code, headers)

@@ -1,0 +1,118 @@
+"""Exceptions raised by apiexec.
+
+Every exception apiexec raises on purpose derives from :class:`APIExecError`;
+builtins are mixed in where a caller would naturally catch them::
+
+    APIExecError
+    ├── ConfigError (ValueError)          bad configuration value; names the field
+    ├── CapacityError (ValueError)        a call can never fit inside a limit
+    ├── ExecutorNotRunning (RuntimeError) submit to an executor that is not started or is closing
+    ├── QueueStopped (RuntimeError)       enqueue/dequeue on a stopped Queue
+    ├── EventFailed                       an event failed without an exception object
+    └── APIError                          an HTTP call failed
+        ├── APIConnectionError            could not connect, or the connection broke
+        │   └── APITimeoutError           connect or read timeout
+        └── APIStatusError                the server answered with an error status
+            └── RateLimitError            429, carries ``retry_after``
+
+Messages never contain credentials: request headers are never echoed, and
+response excerpts are short.
+"""
+
+from __future__ import annotations
+
+
+class APIExecError(Exception):
+    """Base class of every error apiexec raises on purpose."""
+
+
+class ConfigError(APIExecError, ValueError):
+    """A configuration value is invalid.
+
+    Attributes:
+        field: Name of the offending field.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class CapacityError(APIExecError, ValueError):
+    """A call needs more capacity than a limit can ever provide.
+
+    Attributes:
+        needed: Tokens (or requests) the call needs.
+        limit: The configured limit.
+    """
+
+    def __init__(self, needed: int, limit: float, what: str = "tokens") -> None:
+        super().__init__(
+            f"call needs {needed} {what} but limit_{what} is {limit:g}: "
+            f"it can never run; raise the limit or shrink the request"
+        )
+        self.needed = needed
+        self.limit = limit
+
+
+class ExecutorNotRunning(APIExecError, RuntimeError):
+    """The executor is not started, or it is shutting down."""
+
+
+class QueueStopped(APIExecError, RuntimeError):
+    """The queue was stopped; nothing more goes in or comes out."""
+
+
+class EventFailed(APIExecError):
+    """An event ended ``FAILED`` with only an error message to show for it."""
+
+
+class APIError(APIExecError):
+    """An HTTP API call failed.
+
+    Attributes:
+        url: The URL that was called (never contains credentials).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class APIConnectionError(APIError):
+    """The connection could not be made or broke before a response."""
+
+
+class APITimeoutError(APIConnectionError):
+    """The server did not connect or answer within the timeout."""
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status.
+
+    Attributes:
+        status_code: HTTP status code.
+        body_excerpt: The first few hundred characters of the response body.
+        request_id: The provider's request id, when it sent one.
+        retry_after: Seconds the server asked us to wait, when it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        url: str | None = None,
+        body_excerpt: str = "",
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.status_code = status_code
+        self.body_excerpt = body_excerpt
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class RateLimitError(APIStatusError):
+    """The server answered 429 Too Many Requests."""

@@ -1,0 +1,179 @@
+"""Events: units of work with a recorded execution.
+
+An :class:`Event` wraps one callable and its keyword arguments. ``invoke()``
+runs it once on the calling thread and records the outcome in
+:attr:`Event.execution`; it never raises for a failure of the call itself.
+
+Example:
+    >>> ev = Event(lambda x: x * 2, {"x": 21})
+    >>> ev.invoke()
+    >>> ev.execution.status, ev.execution.result
+    (<ExecutionStatus.COMPLETED: 'completed'>, 42)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from apiexec.call_context import call_context
+
+logger = logging.getLogger(__name__)
+
+
+class ExecutionStatus(str, enum.Enum):
+    """Life-cycle of an event: one of the three last states ends it."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED, FAILED and CANCELLED."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
+)
+
+
+@dataclass
+class Execution:
+    """The recorded outcome of an event.
+
+    Attributes:
+        status: Where the event is in its life-cycle.
+        result: The call's return value once COMPLETED.
+        error: A one-line message once FAILED (or CANCELLED), else None.
+        duration: Seconds the call took, once it ran.
+        attempts: How many attempts (HTTP requests) the call made.
+        exception: The exception behind a FAILED status (not part of repr).
+    """
+
+    status: ExecutionStatus = ExecutionStatus.PENDING
+    result: Any = None
+    error: str | None = None
+    duration: float | None = None
+    attempts: int = 0
+    exception: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Execution(status={self.status.value}, error={self.error!r}, "
+            f"duration={self.duration}, attempts={self.attempts})"
+        )
+
+
+def describe_error(exc: BaseException) -> str:
+    """Render an exception as a one-line message: ``Type: text``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Event:
+    """One unit of work: a callable, its keyword arguments, its execution.
+
+    Args:
+        invoke_function: What ``invoke()`` calls.
+        invoke_kwargs: Keyword arguments it is called with.
+
+    Example:
+        >>> Event(print, {"sep": ""}).event_type
+        'event'
+    """
+
+    event_type: ClassVar[str] = "event"
+
+    def __init__(
+        self,
+        invoke_function: Callable[..., Any] | None = None,
+        invoke_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._id = uuid.uuid4()
+        self._created_at = time.time()
+        self._execution = Execution()
+        self._invoke_function = invoke_function
+        self._invoke_kwargs = dict(invoke_kwargs or {})
+
+    @property
+    def id(self) -> uuid.UUID:
+        """A random (uuid4) identifier."""
+        return self._id
+
+    @property
+    def created_at(self) -> float:
+        """Creation time, seconds since the epoch."""
+        return self._created_at
+
+    @property
+    def execution(self) -> Execution:
+        """The recorded outcome."""
+        return self._execution
+
+    @property
+    def event_invoke_function(self) -> Callable[..., Any] | None:
+        """The callable ``invoke()`` runs."""
+        return self._invoke_function
+
+    @property
+    def event_invoke_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments it is called with."""
+        return self._invoke_kwargs
+
+    def invoke(self) -> None:
+        """Run the call once on this thread and record the outcome.
+
+        Sets ``PROCESSING``, then ``COMPLETED`` with ``result`` or ``FAILED``
+        with ``error``; records ``duration`` and ``attempts``. A failure of
+        the call is recorded, not raised. ``KeyboardInterrupt`` and
+        ``SystemExit`` are recorded as ``CANCELLED`` and re-raised.
+        """
+        function = self.event_invoke_function
+        if function is None:
+            raise TypeError(f"{type(self).__name__} has no function to invoke")
+        execution = self.execution
+        execution.status = ExecutionStatus.PROCESSING
+        start = time.perf_counter()
+        with call_context() as ctx:
+            before = ctx.attempts
+            try:
+                result = function(**self.event_invoke_kwargs)
+            except Exception as exc:  # the failure is the execution's state
+                self._record_failure(exc)
+            except BaseException as exc:  # Ctrl-C, exit: record, then let it go
+                execution.status = ExecutionStatus.CANCELLED
+                execution.error = describe_error(exc)
+                raise
+            else:
+                execution.result = result
+                execution.error = None
+                execution.status = ExecutionStatus.COMPLETED
+            finally:
+                execution.duration = time.perf_counter() - start
+                execution.attempts = max(ctx.attempts - before, 1)
+        self._after_invoke()
+
+    def _record_failure(self, exc: Exception) -> None:
+        execution = self.execution
+        execution.exception = exc
+        execution.error = describe_error(exc)
+        execution.status = ExecutionStatus.FAILED
+        logger.debug("event %s failed: %s", self.id, execution.error)
+
+    def _after_invoke(self) -> None:
+        """Hook for subclasses, run after every invoke."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(id={self.id}, "
+            f"status={self.execution.status.value})"
+        )

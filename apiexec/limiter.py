@@ -1,0 +1,120 @@
+"""RateLimiter: waits, in order, for capacity from a limit backend.
+
+The backend (:mod:`apiexec.bucket`, or a shared one) answers "granted" or
+"wait this long". The limiter turns that into blocking: callers queue up
+first-come first-served, and the head sleeps on a condition exactly until its
+capacity is due. Anything that changes the picture (usage refunds, a server's
+pause, shutdown) notifies the condition, so waiters wake at once instead of
+polling.
+
+Example:
+    >>> limiter = RateLimiter(MemoryBackend(10, None, interval=60.0))
+    >>> limiter.acquire(tokens=0)
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from apiexec.bucket import LimitBackend
+from apiexec.errors import CapacityError
+
+#: Longest single wait before a waiter re-checks for cancellation.
+DEFAULT_MAX_WAIT: Final = 1.0
+
+
+def _never() -> bool:
+    return False
+
+
+class RateLimiter:
+    """Thread-safe, FIFO, event-driven front of a :class:`LimitBackend`.
+
+    Args:
+        backend: Where the buckets live.
+        max_wait: Longest single sleep before re-checking cancellation; the
+            sleep is normally cut short by a notification.
+    """
+
+    def __init__(self, backend: LimitBackend, *, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+        self.backend = backend
+        self._max_wait = max_wait
+        self._cond = threading.Condition()
+        self._waiters: deque[object] = deque()
+
+    def check_fits(self, tokens: int) -> None:
+        """Raise if ``tokens`` can never fit inside the token limit.
+
+        Raises:
+            CapacityError: ``tokens`` exceeds ``limit_tokens``.
+        """
+        limit = self.backend.limit_tokens
+        if limit is not None and tokens > limit:
+            raise CapacityError(tokens, limit)
+
+    def try_acquire(self, tokens: int = 0) -> bool:
+        """Take one request and ``tokens`` now, or nothing. Never blocks.
+
+        Callers already waiting keep their turn: while anyone waits, this
+        returns False.
+
+        Raises:
+            CapacityError: ``tokens`` can never fit.
+        """
+        self.check_fits(tokens)
+        with self._cond:
+            if self._waiters:
+                return False
+            return self.backend.acquire(1, tokens) == 0.0
+
+    def acquire(self, tokens: int = 0, cancelled: Callable[[], bool] = _never) -> bool:
+        """Block until one request and ``tokens`` are taken, in FIFO order.
+
+        Args:
+            tokens: Tokens to take with the request.
+            cancelled: Checked on every wake-up; True gives up.
+
+        Returns:
+            True once taken; False if ``cancelled()`` became true first.
+
+        Raises:
+            CapacityError: ``tokens`` can never fit.
+        """
+        self.check_fits(tokens)
+        ticket = object()
+        with self._cond:
+            self._waiters.append(ticket)
+            try:
+                return self._wait_turn(ticket, tokens, cancelled)
+            finally:
+                self._waiters.remove(ticket)
+                self._cond.notify_all()
+
+    def _wait_turn(self, ticket: object, tokens: int, cancelled: Callable[[], bool]) -> bool:
+        while not cancelled():
+            wait = self._max_wait
+            if self._waiters[0] is ticket:
+                wait = self.backend.acquire(1, tokens)
+                if wait == 0.0:
+                    return True
+            self._cond.wait(min(wait, self._max_wait))
+        return False
+
+    def adjust(self, tokens: float) -> None:
+        """Give back (positive) or charge (negative) tokens; wake waiters."""
+        self.backend.adjust(tokens)
+        self.wake()
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing for ``seconds`` (a server asked us to wait)."""
+        self.backend.pause(seconds)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake every waiter to re-check capacity and cancellation."""
+        with self._cond:
+            self._cond.notify_all()

@@ -1,0 +1,91 @@
+"""Retry policy for HTTP calls, built on tenacity.
+
+Retried: connection errors, timeouts, and the statuses 408, 409, 429 and
+5xx. Not retried: every other 4xx (the request itself is wrong). Waits are
+exponential with full jitter, capped; when the server said how long to wait
+(``retry-after-ms`` / ``retry-after``) that wait is used instead, up to
+``retry_after_cap``.
+
+Example:
+    >>> policy = retry_policy(max_retries=2, sleep=lambda s: None)
+    >>> policy(lambda: "ok")
+    'ok'
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import tenacity
+
+from apiexec.errors import APIConnectionError, APIStatusError
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES: Final = frozenset({408, 409, 429})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for errors worth another attempt."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
+    return isinstance(exc, APIConnectionError)
+
+
+class wait_server_or_backoff(tenacity.wait.wait_base):
+    """Wait what the server asked (capped), else jittered exponential backoff.
+
+    Args:
+        base: First backoff (seconds); doubles per attempt.
+        maximum: Cap of one backoff.
+        retry_after_cap: Longest server-requested wait honoured.
+    """
+
+    def __init__(self, base: float, maximum: float, retry_after_cap: float) -> None:
+        self._backoff = tenacity.wait_random_exponential(multiplier=base, max=maximum)
+        self._cap = retry_after_cap
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        server_wait = getattr(exc, "retry_after", None)
+        if isinstance(server_wait, (int, float)) and server_wait >= 0:
+            return float(min(server_wait, self._cap))
+        return float(self._backoff(retry_state))
+
+
+def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+    logger.info("attempt %d failed (%s); retrying in %.2fs", retry_state.attempt_number, exc, wait)
+
+
+def retry_policy(
+    *,
+    max_retries: int,
+    backoff_base: float = 0.5,
+    backoff_max: float = 30.0,
+    retry_after_cap: float = 60.0,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> tenacity.Retrying:
+    """Build the retry policy; call ``.copy()`` of it per call (thread safety).
+
+    Args:
+        max_retries: Retries after the first attempt.
+        backoff_base: First backoff in seconds.
+        backoff_max: Cap of one backoff.
+        retry_after_cap: Longest server-requested wait honoured.
+        sleep: How to wait (tests inject a recorder).
+    """
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max_retries + 1),
+        wait=wait_server_or_backoff(backoff_base, backoff_max, retry_after_cap),
+        retry=tenacity.retry_if_exception(is_retryable),
+        sleep=sleep,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
