@@ -291,10 +291,13 @@ class Executor:
         (and its future, when it was appended).
         """
         with self._lock:
-            record = self._records.get(event.id) or _Record()
+            record = self._records.get(event.id)
+            if record is None and event.id in self.events:
+                raise ValueError(f"event {event.id} has already run")
+            if record is not None and (record.accepted or record.status is not ExecutionStatus.PENDING):
+                raise ValueError(f"event {event.id} is already queued or running")
+            record = record or _Record()
             self.pending.pop(event.id, None)
-            if record.status is not ExecutionStatus.PENDING:
-                raise ValueError(f"event {event.id} is already {record.status.value}")
             record.status = ExecutionStatus.PROCESSING
         reserved = self._admit(event)
         if reserved is None:

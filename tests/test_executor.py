@@ -1,0 +1,291 @@
+"""Executor: submit/map/join, exactly-once, order, type checks, hammering."""
+
+import concurrent.futures as cf
+import threading
+import time
+import uuid
+from unittest.mock import Mock
+
+import pytest
+
+from apiexec import Event, ExecutionStatus, Executor, ExecutorNotRunning, QueueConfig
+from tests.helpers import Recorder, work
+
+
+def make(concurrency=4, capacity=100):
+    return Executor(
+        Event,
+        QueueConfig(
+            queue_capacity=capacity,
+            capacity_refresh_time=1.0,
+            concurrency_limit=concurrency,
+        ),
+    )
+
+
+def test_submit_returns_future_with_result():
+    rec = Recorder()
+    with make() as ex:
+        future = ex.submit(work(rec, "a", result=42))
+        assert future.result(timeout=5) == 42
+
+
+def test_failed_event_sets_execution_and_future_raises():
+    rec = Recorder()
+    event = work(rec, "a", error=KeyError("missing"))
+    with make() as ex:
+        future = ex.submit(event)
+        with pytest.raises(KeyError):
+            future.result(timeout=5)
+    assert event.execution.status is ExecutionStatus.FAILED
+    assert event.execution.error == "KeyError: 'missing'"
+    assert event.execution.duration is not None
+
+
+def test_mock_event_that_raises_fails_once():
+    event = Mock(spec=Event)
+    event.id = uuid.uuid4()
+    event.invoke = Mock(side_effect=RuntimeError("nope"))
+    with make() as ex:
+        future = ex.submit(event)
+        with pytest.raises(RuntimeError):
+            future.result(timeout=5)
+        assert ex.join(timeout=5)
+    event.invoke.assert_called_once()
+
+
+def test_map_yields_in_input_order_and_pops_events():
+    rec = Recorder()
+    events = [work(rec, i, delay=0.01 * ((7 * i) % 5)) for i in range(30)]
+    with make(concurrency=8) as ex:
+        assert list(ex.map(events)) == list(range(30))
+        assert not ex.events
+
+
+def test_map_is_lazy_over_endless_input():
+    rec = Recorder()
+
+    def endless():
+        i = 0
+        while True:
+            yield work(rec, i)
+            i += 1
+
+    with make(concurrency=2, capacity=4) as ex:
+        results = []
+        for value in ex.map(endless()):
+            results.append(value)
+            if value == 50:
+                break
+    assert results == list(range(51))
+    assert max(rec.calls) < 51 + 4 + 2 + 2
+
+
+def test_map_raises_the_first_failure_and_cancels_the_rest():
+    rec = Recorder()
+    gate = threading.Event()
+    events = [work(rec, 0, error=ValueError("bad"))] + [
+        work(rec, i, gate=gate) for i in range(1, 6)
+    ]
+    with make(concurrency=1) as ex:
+        with pytest.raises(ValueError):
+            list(ex.map(events))
+        gate.set()
+    assert sum(rec.calls.values()) <= 2
+
+
+def test_submit_requires_running_executor():
+    ex = make()
+    with pytest.raises(ExecutorNotRunning):
+        ex.submit(Event(int))
+    with ex:
+        pass
+    with pytest.raises(ExecutorNotRunning, match="not running"):
+        ex.submit(Event(int))
+    with pytest.raises(ExecutorNotRunning):
+        ex.forward()
+
+
+def test_executor_can_be_used_twice():
+    rec = Recorder()
+    ex = make()
+    for key in ("first", "second"):
+        with ex:
+            assert ex.submit(work(rec, key)).result(timeout=5) == key
+        assert ex.task_queue is None
+    assert rec.calls == {"first": 1, "second": 1}
+
+
+def test_wrong_event_type_is_rejected():
+    class Other:
+        id = uuid.uuid4()
+
+    with pytest.raises(TypeError, match="runs Event events"):
+        make().append(Other())
+    by_name = Executor("api_calling")
+    with pytest.raises(TypeError):
+        by_name.append(Event(int))
+
+
+def test_duplicate_append_is_rejected():
+    ex = make()
+    event = Event(int)
+    ex.append(event)
+    with pytest.raises(ValueError, match="already"):
+        ex.append(event)
+
+
+def test_pop_unforwarded_event_cancels_it():
+    ex = make()
+    event = Event(int)
+    future = ex.append(event)
+    assert ex.pop(event.id) is event
+    assert future.cancelled()
+    assert event.execution.status is ExecutionStatus.CANCELLED
+    with pytest.raises(KeyError):
+        ex.pop(event.id)
+
+
+def test_cancelled_future_is_never_invoked():
+    rec = Recorder()
+    gate = threading.Event()
+    with make(concurrency=1) as ex:
+        blocker = ex.submit(work(rec, "blocker", gate=gate))
+        victim_event = work(rec, "victim")
+        victim = ex.submit(victim_event)
+        assert victim.cancel()
+        gate.set()
+        blocker.result(timeout=5)
+        assert ex.join(timeout=5)
+    assert "victim" not in rec.calls
+    assert victim_event.execution.status is ExecutionStatus.CANCELLED
+
+
+def test_join_and_is_all_processed():
+    rec = Recorder()
+    gate = threading.Event()
+    with make() as ex:
+        ex.submit(work(rec, "a", gate=gate))
+        assert not ex.is_all_processed
+        assert ex.join(timeout=0.05) is False
+        gate.set()
+        assert ex.join(timeout=5) is True
+        assert ex.is_all_processed
+
+
+def test_process_event_runs_on_calling_thread_and_resolves_future():
+    seen = []
+    event = Event(lambda: seen.append(threading.current_thread().name) or "done")
+    ex = make()
+    future = ex.append(event)
+    ex.process_event(event)
+    assert seen == [threading.current_thread().name]
+    assert future.result(timeout=0) == "done"
+    assert not ex.pending
+    with pytest.raises(ValueError, match="already"):
+        ex.process_event(event)
+
+
+def test_concurrency_limit_is_respected():
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    def run():
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+
+    with make(concurrency=3) as ex:
+        futures = [ex.submit(Event(run)) for _ in range(40)]
+        cf.wait(futures, timeout=10)
+    assert peak[0] == 3
+
+
+def test_backpressure_submit_blocks_while_queue_full():
+    rec = Recorder()
+    gate = threading.Event()
+    with make(concurrency=1, capacity=2) as ex:
+        ex.submit(work(rec, 0, gate=gate))  # running (after dispatch)
+        while not rec.calls:
+            time.sleep(0.005)
+        ex.submit(work(rec, 1))
+        ex.submit(
+            work(rec, 2)
+        )  # the queue is now full (1 is held by the dispatcher or queued)
+        blocked = threading.Thread(
+            target=lambda: [ex.submit(work(rec, k)) for k in (3, 4)]
+        )
+        blocked.start()
+        blocked.join(0.2)
+        assert blocked.is_alive()
+        gate.set()
+        blocked.join(5)
+        assert not blocked.is_alive()
+        assert ex.join(timeout=5)
+    assert sorted(rec.calls) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.timeout(60)
+def test_64_threads_submitting_at_once_lose_nothing_and_run_nothing_twice():
+    rec = Recorder()
+    n_threads, per_thread = 64, 40
+    barrier = threading.Barrier(n_threads)
+    futures = []
+    flock = threading.Lock()
+    with make(concurrency=8, capacity=16) as ex:
+
+        def submitter(t):
+            barrier.wait()
+            mine = [ex.submit(work(rec, (t, i))) for i in range(per_thread)]
+            with flock:
+                futures.extend(mine)
+
+        threads = [
+            threading.Thread(target=submitter, args=(t,)) for t in range(n_threads)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert ex.join(timeout=30)
+    assert len(futures) == n_threads * per_thread
+    assert all(f.done() and not f.cancelled() for f in futures)
+    assert len(rec.calls) == n_threads * per_thread
+    assert set(rec.calls.values()) == {1}
+
+
+def test_fifo_start_order_with_one_worker():
+    rec = Recorder()
+    with make(concurrency=1) as ex:
+        for i in range(50):
+            ex.submit(work(rec, i))
+        assert ex.join(timeout=10)
+    assert rec.order == list(range(50))
+
+
+def test_idle_executor_uses_no_cpu():
+    with make(concurrency=8):
+        time.sleep(0.1)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(1.0)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+    assert cpu / wall < 0.05
+
+
+def test_worker_threads_are_joined_on_exit():
+    before = {t.ident for t in threading.enumerate()}
+    rec = Recorder()
+    with make(concurrency=4) as ex:
+        for i in range(8):
+            ex.submit(work(rec, i))
+    leftover = [
+        t
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("apiexec")
+    ]
+    assert leftover == []
