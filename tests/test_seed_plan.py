@@ -53,7 +53,12 @@ def mock_api_calling():
 
 def test_api_calling_initialization(mock_endpoint):
     request = {"param": "value"}
-    api_call = APICalling(endpoint=mock_endpoint, request=request, cache_control=True, requires_tokens=True)
+    api_call = APICalling(
+        endpoint=mock_endpoint,
+        request=request,
+        cache_control=True,
+        requires_tokens=True,
+    )
     assert api_call.requires_tokens is True
     assert api_call.event_type == "api_calling"
     assert api_call.event_invoke_function == mock_endpoint.call
@@ -109,7 +114,11 @@ def test_queue_enqueue_dequeue(mock_event):
 
 def test_queue_concurrency_control():
     concurrency_limit = 2
-    queue = Queue(queue_capacity=100, capacity_refresh_time=1.0, concurrency_limit=concurrency_limit)
+    queue = Queue(
+        queue_capacity=100,
+        capacity_refresh_time=1.0,
+        concurrency_limit=concurrency_limit,
+    )
     queue.start()
     events = [Mock(spec=Event) for _ in range(concurrency_limit + 1)]
     for event in events:
@@ -138,7 +147,9 @@ def test_queue_concurrency_control():
 def test_executor_initialization():
     executor = Executor(
         event_type=Event,
-        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0, concurrency_limit=5),
+        queue_config=QueueConfig(
+            queue_capacity=100, capacity_refresh_time=1.0, concurrency_limit=5
+        ),
     )
     assert executor.event_type == Event
     assert executor.queue_config.queue_capacity == 100
@@ -150,7 +161,10 @@ def test_executor_initialization():
 
 
 def test_executor_append_pop(mock_event):
-    executor = Executor(event_type=Event, queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0))
+    executor = Executor(
+        event_type=Event,
+        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0),
+    )
     executor.append(mock_event)
     assert mock_event.id in executor.events
     assert mock_event.id in executor.pending
@@ -160,7 +174,10 @@ def test_executor_append_pop(mock_event):
 
 
 def test_executor_process_event(mock_event):
-    executor = Executor(event_type=Event, queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0))
+    executor = Executor(
+        event_type=Event,
+        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0),
+    )
     mock_event.invoke = Mock()
     mock_event.execution = Mock()
     executor.process_event(mock_event)
@@ -187,14 +204,24 @@ def test_rate_limited_executor_initialization():
 
 
 def test_rate_limited_executor_request_permission_request_limits(mock_api_calling):
-    executor = RateLimitedExecutor(queue_capacity=100, capacity_refresh_time=1.0, limit_requests=2, limit_tokens=None)
+    executor = RateLimitedExecutor(
+        queue_capacity=100,
+        capacity_refresh_time=1.0,
+        limit_requests=2,
+        limit_tokens=None,
+    )
     assert executor.request_permission(mock_api_calling) is True
     assert executor.request_permission(mock_api_calling) is True
     assert executor.request_permission(mock_api_calling) is False
 
 
 def test_rate_limited_executor_request_permission_token_limits(mock_api_calling):
-    executor = RateLimitedExecutor(queue_capacity=100, capacity_refresh_time=1.0, limit_requests=None, limit_tokens=100)
+    executor = RateLimitedExecutor(
+        queue_capacity=100,
+        capacity_refresh_time=1.0,
+        limit_requests=None,
+        limit_tokens=100,
+    )
     mock_api_calling.required_tokens = 50
     assert executor.request_permission(mock_api_calling) is True
     assert executor.available_token == 50
@@ -207,7 +234,13 @@ def test_rate_limited_executor_request_permission_token_limits(mock_api_calling)
 
 
 def _config(**kw):
-    base = dict(provider="test", endpoint="test", base_url="https://example.com", transport_type="http", timeout=10.0)
+    base = dict(
+        provider="test",
+        endpoint="test",
+        base_url="https://example.com",
+        transport_type="http",
+        timeout=10.0,
+    )
     base.update(kw)
     return EndpointConfig(**base)
 
@@ -252,7 +285,9 @@ def test_endpoint_call(mock_client_session, mock_response):
     endpoint = Endpoint(config=_config(method="POST"))
     endpoint.client = mock_client_session
     mock_client_session.request.return_value = mock_response
-    result = endpoint._call_requests(payload={"param": "value"}, headers={"Content-Type": "application/json"})
+    result = endpoint._call_requests(
+        payload={"param": "value"}, headers={"Content-Type": "application/json"}
+    )
     mock_client_session.request.assert_called_once_with(
         method="POST",
         url="https://example.com/test",
@@ -274,15 +309,22 @@ def mock_endpoint_with_response():
 
 def test_api_calling_with_endpoint(mock_endpoint_with_response):
     request = {"param": "value"}
-    api_call = APICalling(endpoint=mock_endpoint_with_response, request=request, cache_control=True)
+    api_call = APICalling(
+        endpoint=mock_endpoint_with_response, request=request, cache_control=True
+    )
     api_call.invoke()
-    mock_endpoint_with_response.call.assert_called_once_with(request=request, cache_control=True)
+    mock_endpoint_with_response.call.assert_called_once_with(
+        request=request, cache_control=True
+    )
     assert api_call.execution.status == ExecutionStatus.COMPLETED
     assert api_call.execution.result == {"result": "success"}
 
 
 def test_executor_with_queue():
-    executor = Executor(event_type=Event, queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0))
+    executor = Executor(
+        event_type=Event,
+        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0),
+    )
     mock_event = Mock(spec=Event)
     mock_event.id = uuid.uuid4()
     mock_event.invoke = Mock()
@@ -295,7 +337,12 @@ def test_executor_with_queue():
 
 
 def test_rate_limited_executor_with_queue():
-    executor = RateLimitedExecutor(queue_capacity=100, capacity_refresh_time=1.0, limit_requests=2, limit_tokens=None)
+    executor = RateLimitedExecutor(
+        queue_capacity=100,
+        capacity_refresh_time=1.0,
+        limit_requests=2,
+        limit_tokens=None,
+    )
     events = []
     for _ in range(3):
         event = Mock(spec=APICalling)
@@ -317,7 +364,12 @@ def test_rate_limited_executor_with_queue():
 @pytest.mark.integration
 def test_endpoint_with_real_http_client(mock_server):
     config = EndpointConfig(
-        provider="test", endpoint="v1/models", base_url=mock_server.url, method="GET", transport_type="http", timeout=10.0
+        provider="test",
+        endpoint="v1/models",
+        base_url=mock_server.url,
+        method="GET",
+        transport_type="http",
+        timeout=10.0,
     )
     endpoint = Endpoint(config=config)
     with endpoint as ep:
@@ -350,7 +402,10 @@ def test_endpoint_closes_client_when_block_raises():
 
 
 def test_executor_resource_cleanup():
-    executor = Executor(event_type=Event, queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0))
+    executor = Executor(
+        event_type=Event,
+        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0),
+    )
     with executor as exe:
         assert exe.task_queue is not None
         assert not exe.task_queue.is_stopped()
@@ -360,7 +415,12 @@ def test_executor_resource_cleanup():
 
 
 def test_rate_limited_executor_resource_cleanup():
-    executor = RateLimitedExecutor(queue_capacity=100, capacity_refresh_time=1.0, limit_requests=10, limit_tokens=1000)
+    executor = RateLimitedExecutor(
+        queue_capacity=100,
+        capacity_refresh_time=1.0,
+        limit_requests=10,
+        limit_tokens=1000,
+    )
     with executor as exe:
         assert exe._rate_limit_replenisher_task is not None
         with pytest.raises(Exception):
@@ -381,7 +441,10 @@ def test_queue_concurrent_operations():
     for t in threads:
         t.join(timeout=5)
     dequeued_events = []
-    dequeuers = [threading.Thread(target=lambda: dequeued_events.append(queue.dequeue())) for _ in range(5)]
+    dequeuers = [
+        threading.Thread(target=lambda: dequeued_events.append(queue.dequeue()))
+        for _ in range(5)
+    ]
     for t in dequeuers:
         t.start()
     for t in dequeuers:
@@ -397,7 +460,9 @@ def test_queue_concurrent_operations():
 def test_executor_concurrent_processing():
     executor = Executor(
         event_type=Event,
-        queue_config=QueueConfig(queue_capacity=100, capacity_refresh_time=1.0, concurrency_limit=5),
+        queue_config=QueueConfig(
+            queue_capacity=100, capacity_refresh_time=1.0, concurrency_limit=5
+        ),
     )
     events = []
     for i in range(10):
