@@ -42,6 +42,7 @@ from typing import Any, Final
 from apiexec.call_context import call_context
 from apiexec.errors import EventFailed, ExecutorNotRunning, QueueStopped
 from apiexec.event import Event, Execution, ExecutionStatus, describe_error
+from apiexec.metrics import Metrics
 from apiexec.work_queue import Queue, QueueConfig
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Executor:
         self._closing = False
         self._pool: cf.ThreadPoolExecutor | None = None
         self._dispatcher: threading.Thread | None = None
+        self.metrics = Metrics()
 
     @property
     def max_workers(self) -> int:
@@ -379,6 +381,7 @@ class Executor:
 
     def _observe_response(self, status_code: int, headers: Any) -> None:
         """Told of every HTTP response of every call."""
+        self.metrics.record_response(status_code)
 
     def _wake_admission(self) -> None:
         """Wake a dispatcher waiting in ``_admit`` (at shutdown)."""
@@ -427,6 +430,11 @@ class Executor:
                 self._unfinished -= 1
                 if self._unfinished == 0:
                     self._all_done.notify_all()
+        execution = getattr(event, "execution", None)
+        if isinstance(execution, Execution):
+            self.metrics.record_finish(status.value, latency=execution.duration, attempts=execution.attempts)
+        else:
+            self.metrics.record_finish(status.value)
         if status is ExecutionStatus.CANCELLED:
             record.future.cancel()
         elif status is ExecutionStatus.FAILED:

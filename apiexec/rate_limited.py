@@ -127,10 +127,14 @@ class RateLimitedExecutor(Executor):
 
     def _settle(self, event: Any, reserved: int) -> None:
         used = getattr(event, "used_tokens", None)
-        if isinstance(used, int) and not isinstance(used, bool) and reserved:
+        if not isinstance(used, int) or isinstance(used, bool):
+            used = None
+        self.metrics.record_tokens(reserved, used)
+        if used is not None and reserved:
             self.limiter.adjust(reserved - used)
 
     def _observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
+        super()._observe_response(status_code, headers)
         info = parse_rate_limit_headers(headers)
         if status_code == 429 and info.retry_after:
             logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
