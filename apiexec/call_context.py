@@ -20,6 +20,10 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Final
+
+#: Headers in which providers name a request (first found wins).
+REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id")
 
 #: Called with (status_code, headers) for every HTTP response of the call.
 ResponseObserver = Callable[[int, Mapping[str, str]], None]
@@ -32,10 +36,14 @@ class CallContext:
     Attributes:
         attempts: HTTP attempts made so far.
         observers: Callbacks told of every response.
+        status_code: Status of the last response.
+        request_id: The provider's id of the last response, when it sent one.
     """
 
     attempts: int = 0
     observers: list[ResponseObserver] = field(default_factory=list)
+    status_code: int | None = None
+    request_id: str | None = None
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -84,5 +92,8 @@ def note_response(status_code: int, headers: Mapping[str, str]) -> None:
     ctx = _current.get()
     if ctx is None:
         return
+    ctx.status_code = status_code
+    if isinstance(headers, Mapping):
+        ctx.request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
     for observer in list(ctx.observers):
         observer(status_code, headers)

@@ -103,6 +103,10 @@ class Event:
         self._execution = Execution()
         self._invoke_function = invoke_function
         self._invoke_kwargs = dict(invoke_kwargs or {})
+        #: Status of the last HTTP response the call got, if it made one.
+        self.response_status: int | None = None
+        #: The provider's id of that response, when it sent one.
+        self.request_id: str | None = None
 
     @property
     def id(self) -> uuid.UUID:
@@ -160,7 +164,8 @@ class Event:
             finally:
                 execution.duration = time.perf_counter() - start
                 execution.attempts = max(ctx.attempts - before, 1)
-        self._after_invoke()
+                self.response_status = ctx.status_code
+                self.request_id = ctx.request_id
 
     def _record_failure(self, exc: Exception) -> None:
         execution = self.execution
@@ -168,9 +173,6 @@ class Event:
         execution.error = describe_error(exc)
         execution.status = ExecutionStatus.FAILED
         logger.debug("event %s failed: %s", self.id, execution.error)
-
-    def _after_invoke(self) -> None:
-        """Hook for subclasses, run after every invoke."""
 
     def __repr__(self) -> str:
         return (

@@ -60,7 +60,8 @@ PRESETS: Final[Mapping[str, Preset]] = {
     "openrouter": Preset(base_url="https://openrouter.ai/api/v1", api_key_env="OPENROUTER_API_KEY"),
     "ollama": Preset(base_url="http://localhost:11434/v1", api_key_env=None, key_required=False),
     "vllm": Preset(base_url="http://localhost:8000/v1", api_key_env="VLLM_API_KEY", key_required=False),
-    "openai-compatible": Preset(base_url=None, api_key_env="OPENAI_API_KEY", key_required=False),
+    # No default key variable: never send someone's OpenAI key to another host.
+    "openai-compatible": Preset(base_url=None, api_key_env=None, key_required=False),
 }
 
 
@@ -91,7 +92,8 @@ def preset_config(provider: str, endpoint: str | None = None, **overrides: Any) 
     fields.update(overrides)
     if fields["base_url"] is None:
         raise ConfigError("base_url", f"provider {provider!r} needs a base_url")
-    if "api_key" not in overrides and "api_key_env" not in overrides and preset.api_key_env:
+    # api_key=None counts as not given: a required key must not be skipped silently.
+    if overrides.get("api_key") is None and overrides.get("api_key_env") is None and preset.api_key_env:
         fields.update(_key_from_env(preset))
     return EndpointConfig(**fields)
 

@@ -1,0 +1,7 @@
+"""``python -m apiexec``: the command line."""
+
+import sys
+
+from apiexec.cli import main
+
+sys.exit(main())
