@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-
 def cache_key(method: str, url: str, body: Any) -> str:
     """A digest of method, URL and canonical body (sorted keys, no spaces)."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -37,9 +36,16 @@ class ResponseCache:
         max_size: Most entries kept (0 disables the cache).
         ttl: Seconds an entry stays valid.
         clock: Monotonic clock (injectable for tests).
+
+    Raises:
+        ValueError: ``max_size`` below 0 or ``ttl`` not above 0.
     """
 
     def __init__(self, max_size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+            raise ValueError(f"max_size: must be an int >= 0, got {max_size!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise ValueError(f"ttl: must be a number > 0, got {ttl!r}")
         self._max_size = max_size
         self._ttl = ttl
         self._clock = clock

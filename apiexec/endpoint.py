@@ -37,7 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from apiexec.cache import ResponseCache, cache_key
-from apiexec.call_context import note_attempt, note_response
+from apiexec.call_context import REQUEST_ID_HEADERS, note_attempt, note_response
 from apiexec.endpoint_config import EndpointConfig
 from apiexec.errors import (
     APIConnectionError,
@@ -53,7 +53,23 @@ logger = logging.getLogger(__name__)
 
 #: Characters of an error body kept in exceptions.
 BODY_EXCERPT_CHARS: Final = 300
-_REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id", "cf-ray")
+#: Credential headers besides Authorization (which requests strips itself).
+_CREDENTIAL_HEADERS: Final = ("x-api-key", "api-key")
+
+
+class _Session(requests.Session):
+    """A Session that drops every credential header on a cross-host redirect.
+
+    requests strips only ``Authorization``; an ``x-api-key`` (Anthropic)
+    would otherwise follow a redirect to another host.
+    """
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        url = prepared_request.url or ""
+        if response.request.url and self.should_strip_auth(response.request.url, url):
+            for name in _CREDENTIAL_HEADERS:
+                prepared_request.headers.pop(name, None)
 
 
 class _PooledAdapter(HTTPAdapter):
@@ -110,7 +126,7 @@ class Endpoint:
     def _create_client(self) -> requests.Session:
         """A new session with a pool sized to ``pool_maxsize`` and timeouts."""
         cfg = self.config
-        session = requests.Session()
+        session = _Session()
         adapter = _PooledAdapter((cfg.connect_timeout, cfg.timeout), cfg.pool_maxsize)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
@@ -247,9 +263,10 @@ class Endpoint:
 
     def _status_error(self, response: requests.Response) -> APIStatusError:
         status = response.status_code
-        excerpt = self._redact(response.text[:BODY_EXCERPT_CHARS])
+        # Redact before cutting: a key straddling the cut would leak its prefix.
+        excerpt = self._redact(response.text)[:BODY_EXCERPT_CHARS]
         request_id = next(
-            (response.headers[h] for h in _REQUEST_ID_HEADERS if h in response.headers), None
+            (response.headers[h] for h in REQUEST_ID_HEADERS if h in response.headers), None
         )
         retry_after = parse_retry_after(response.headers)
         kind = RateLimitError if status == 429 else APIStatusError

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -73,6 +73,38 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Secret cannot be pickled")
+
+    # Immutable: a copy is the same credential (and deepcopy of a config works).
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Secret:
+        return self
+
+
+class _FrozenHeaders(Mapping[str, str]):
+    """A read-only, hashable header mapping (keeps the config immutable)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._items = dict(headers)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        # Header values may be credentials (custom auth headers): names only.
+        return f"headers({sorted(self._items)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,8 +170,13 @@ class EndpointConfig:
             _check_positive(name, getattr(self, name))
         for name, low in (("max_retries", 0), ("pool_maxsize", 1), ("cache_size", 0)):
             _check_int(name, getattr(self, name), low)
+        _check_verify(self.verify)
         _check_headers(self.default_headers)
-        object.__setattr__(self, "default_headers", dict(self.default_headers))
+        object.__setattr__(self, "default_headers", _FrozenHeaders(self.default_headers))
+        if self.api_key_env is not None and (
+            not isinstance(self.api_key_env, str) or not self.api_key_env.strip()
+        ):
+            raise ConfigError("api_key_env", "must be a non-empty variable name or None")
         object.__setattr__(self, "api_key", self._resolve_key())
 
     def _resolve_key(self) -> Secret | None:
@@ -155,7 +192,11 @@ class EndpointConfig:
             return key
         if not isinstance(key, str) or not key.strip():
             raise ConfigError("api_key", "must be a non-empty string or None")
-        return Secret(key.strip())
+        key = key.strip()
+        # requests would reject it later with the header value (the key) in its message.
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise ConfigError("api_key", "must not contain whitespace or control characters")
+        return Secret(key)
 
     @property
     def full_url(self) -> str:
@@ -172,22 +213,34 @@ class EndpointConfig:
         return {"Authorization": f"Bearer {key}"}
 
     def with_changes(self, **changes: Any) -> EndpointConfig:
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed.
+
+        Changing ``api_key_env`` (without ``api_key``) reads the key anew.
+        """
+        if "api_key_env" in changes and "api_key" not in changes:
+            changes["api_key"] = None
         return replace(self, **changes)
 
 
 def _check_base_url(value: Any) -> None:
     if not isinstance(value, str):
         raise ConfigError("base_url", f"must be a string, got {type(value).__name__}")
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError("base_url", f"is not a valid URL ({exc})") from None
+    if parts.username or parts.password:
+        # Checked first: the message must not echo the credentials.
+        raise ConfigError("base_url", "must not carry credentials; use api_key")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("base_url", f"must be an http(s) URL with a host, got {value!r}")
-    if parts.username or parts.password:
-        raise ConfigError("base_url", "must not carry credentials; use api_key")
+    if parts.query or parts.fragment:
+        raise ConfigError("base_url", "must not have a query or fragment (endpoint is appended)")
 
 
 def _check_choice(name: str, value: Any, choices: frozenset[str]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(name, f"must be one of {sorted(choices)}, got {value!r}")
 
 
@@ -199,6 +252,12 @@ def _check_positive(name: str, value: Any) -> None:
 def _check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(name, f"must be an int >= {low}, got {value!r}")
+
+
+def _check_verify(verify: Any) -> None:
+    # None or 0 would reach requests as "falsy" and silently disable TLS checks.
+    if not isinstance(verify, bool) and not (isinstance(verify, str) and verify.strip()):
+        raise ConfigError("verify", f"must be True, False or a CA bundle path, got {verify!r}")
 
 
 def _check_headers(headers: Any) -> None:
