@@ -26,9 +26,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Optional, Protocol
+
+from apiexec.limit_headers import RateLimitInfo
 
 Clock = Callable[[], float]
+
+#: (limit, remaining, seconds until full) as a server reports one dimension.
+ServerView = tuple[Optional[float], Optional[float], Optional[float]]
+
+#: Servers state limits per minute (OpenAI RPM/TPM, Anthropic likewise).
+SERVER_LIMIT_WINDOW: Final = 60.0
 
 #: Float slack when comparing a refilled level with an amount.
 _EPSILON = 1e-9
@@ -95,6 +103,41 @@ class LimitBackend(Protocol):
     def levels(self) -> tuple[float | None, float | None]:
         """Current (requests, tokens) levels; None where there is no limit."""
 
+    def sync(self, info: RateLimitInfo) -> None:
+        """Bring the buckets into line with what a server reported."""
+
+
+def sync_bucket(
+    bucket: TokenBucket | None, learned: bool, view: ServerView, now: float
+) -> TokenBucket | None:
+    """Align one bucket with a server's ``(limit, remaining, reset)`` view.
+
+    The level never rises above what the server says remains. A *learned*
+    bucket (no limit was configured) also takes its rate from the server's
+    limit, read per :data:`SERVER_LIMIT_WINDOW`, and its capacity from
+    ``remaining + reset * rate`` (the server's bucket size). A configured
+    bucket keeps its own rate and capacity.
+
+    Returns:
+        The bucket to keep (a new one when a limit was first learned).
+    """
+    limit, remaining, reset = view
+    if remaining is None:
+        return bucket
+    if bucket is None or learned:
+        if limit is None or limit <= 0:
+            return bucket
+        rate = limit / SERVER_LIMIT_WINDOW
+        capacity = min(float(limit), max(1.0, remaining + (reset or 0.0) * rate))
+        if bucket is None:
+            bucket = TokenBucket(capacity=capacity, rate=rate, level=float(remaining), stamp=now)
+        bucket.refill(now)
+        bucket.capacity, bucket.rate = capacity, rate
+    else:
+        bucket.refill(now)
+    bucket.level = min(bucket.level, float(remaining))
+    return bucket
+
 
 class MemoryBackend:
     """Request and token buckets in this process (the default backend).
@@ -121,6 +164,7 @@ class MemoryBackend:
         self._requests = TokenBucket.full(limit_requests, interval, now) if limit_requests else None
         self._tokens = TokenBucket.full(limit_tokens, interval, now) if limit_tokens else None
         self._paused_until = -math.inf
+        self._learned = (limit_requests is None, limit_tokens is None)
 
     def acquire(self, requests: int, tokens: int) -> float:
         """Take ``requests`` and ``tokens`` together, or say how long to wait."""
@@ -162,3 +206,20 @@ class MemoryBackend:
                     bucket.refill(now)
                 out.append(None if bucket is None else bucket.level)
             return out[0], out[1]
+
+    def sync(self, info: RateLimitInfo) -> None:
+        """Align both buckets with a server's rate-limit headers."""
+        with self._lock:
+            now = self._clock()
+            self._requests = sync_bucket(
+                self._requests,
+                self._learned[0],
+                (info.limit_requests, info.remaining_requests, info.reset_requests),
+                now,
+            )
+            self._tokens = sync_bucket(
+                self._tokens,
+                self._learned[1],
+                (info.limit_tokens, info.remaining_tokens, info.reset_tokens),
+                now,
+            )

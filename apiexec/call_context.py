@@ -22,11 +22,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from apiexec.errors import ExecutorNotRunning
+
 #: Headers in which providers name a request (first found wins).
 REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id")
 
 #: Called with (status_code, headers) for every HTTP response of the call.
 ResponseObserver = Callable[[int, Mapping[str, str]], None]
+
+#: Blocks until a retry may be sent; False when it must not be (shutdown).
+RetryGate = Callable[[], bool]
 
 
 @dataclass
@@ -38,12 +43,15 @@ class CallContext:
         observers: Callbacks told of every response.
         status_code: Status of the last response.
         request_id: The provider's id of the last response, when it sent one.
+        retry_gate: Called before every retry; blocks until the retry may go
+            (the executor's rate limiter), False if it must not.
     """
 
     attempts: int = 0
     observers: list[ResponseObserver] = field(default_factory=list)
     status_code: int | None = None
     request_id: str | None = None
+    retry_gate: RetryGate | None = None
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -57,11 +65,14 @@ def current_context() -> CallContext | None:
 
 
 @contextlib.contextmanager
-def call_context(observer: ResponseObserver | None = None) -> Iterator[CallContext]:
+def call_context(
+    observer: ResponseObserver | None = None, retry_gate: RetryGate | None = None
+) -> Iterator[CallContext]:
     """Open a call context, or join the one already open on this thread.
 
     Args:
         observer: Added to the context's observers for the duration.
+        retry_gate: Installed as the context's retry gate for the duration.
 
     Yields:
         The context the endpoint will report into.
@@ -70,10 +81,14 @@ def call_context(observer: ResponseObserver | None = None) -> Iterator[CallConte
     ctx = existing if existing is not None else CallContext()
     if observer is not None:
         ctx.observers.append(observer)
+    previous_gate = ctx.retry_gate
+    if retry_gate is not None:
+        ctx.retry_gate = retry_gate
     token = _current.set(ctx) if existing is None else None
     try:
         yield ctx
     finally:
+        ctx.retry_gate = previous_gate
         if observer is not None:
             ctx.observers.remove(observer)
         if token is not None:
@@ -81,10 +96,20 @@ def call_context(observer: ResponseObserver | None = None) -> Iterator[CallConte
 
 
 def note_attempt() -> None:
-    """Count one HTTP attempt in the running call, if any."""
+    """Count one HTTP attempt; before a retry, pass the retry gate.
+
+    A retry goes through the same rate limiter as a first attempt, so that
+    retries after a 429 do not storm the server.
+
+    Raises:
+        ExecutorNotRunning: The gate refused (the executor is shutting down).
+    """
     ctx = _current.get()
-    if ctx is not None:
-        ctx.attempts += 1
+    if ctx is None:
+        return
+    ctx.attempts += 1
+    if ctx.attempts > 1 and ctx.retry_gate is not None and not ctx.retry_gate():
+        raise ExecutorNotRunning("the executor shut down before a retry could be sent")
 
 
 def note_response(status_code: int, headers: Mapping[str, str]) -> None:

@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -354,7 +354,7 @@ class Executor:
 
     def _invoke(self, event: Any, record: _Record) -> None:
         try:
-            with call_context(self._observe_response):
+            with call_context(self._observe_response, self._retry_gate()):
                 value = event.invoke()
         except BaseException as exc:
             self._finish(event, ExecutionStatus.FAILED, error=exc, record=record)
@@ -382,6 +382,10 @@ class Executor:
     def _observe_response(self, status_code: int, headers: Any) -> None:
         """Told of every HTTP response of every call."""
         self.metrics.record_response(status_code)
+
+    def _retry_gate(self) -> Callable[[], bool] | None:
+        """What a call's retry waits on before it is sent (None: nothing)."""
+        return None
 
     def _wake_admission(self) -> None:
         """Wake a dispatcher waiting in ``_admit`` (at shutdown)."""

@@ -19,7 +19,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from apiexec.api_calling import APICalling
@@ -136,9 +136,19 @@ class RateLimitedExecutor(Executor):
     def _observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
         super()._observe_response(status_code, headers)
         info = parse_rate_limit_headers(headers)
+        if info.is_empty:
+            return
+        self.limiter.backend.sync(info)
         if status_code == 429 and info.retry_after:
             logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
             self.limiter.pause(info.retry_after)
+
+    def _retry_gate(self) -> Callable[[], bool]:
+        return self._admit_retry
+
+    def _admit_retry(self) -> bool:
+        """A retry takes a request from the bucket, like a first attempt."""
+        return self.limiter.acquire(0, cancelled=lambda: self._closing)
 
 
 def _tokens_of(event: Any) -> int:
