@@ -53,6 +53,15 @@ DEFAULT_CONCURRENCY: Final = 32
 _CANCEL_MESSAGE: Final = "cancelled: the executor shut down before the call started"
 
 
+@dataclass(frozen=True)
+class _Runtime:
+    """What a started executor runs on; swapped out whole at shutdown."""
+
+    queue: Queue
+    pool: cf.ThreadPoolExecutor
+    dispatcher: threading.Thread
+
+
 @dataclass
 class _Record:
     """The executor's own view of one event (mocks cannot be trusted)."""
@@ -85,7 +94,6 @@ class Executor:
     def __init__(self, event_type: type | str = Event, queue_config: QueueConfig | None = None) -> None:
         self.event_type = event_type
         self.queue_config = queue_config or QueueConfig()
-        self.task_queue: Queue | None = None
         self.events: dict[Any, Any] = {}
         self.pending: dict[Any, Any] = {}
         self._records: dict[Any, _Record] = {}
@@ -93,9 +101,19 @@ class Executor:
         self._all_done = threading.Condition(self._lock)
         self._unfinished = 0
         self._closing = False
-        self._pool: cf.ThreadPoolExecutor | None = None
-        self._dispatcher: threading.Thread | None = None
+        self._runtime: _Runtime | None = None
         self.metrics = Metrics()
+
+    @property
+    def task_queue(self) -> Queue | None:
+        """The queue while the executor runs; None before start and after exit."""
+        runtime = self._runtime
+        return None if runtime is None else runtime.queue
+
+    @property
+    def _dispatcher(self) -> threading.Thread | None:
+        runtime = self._runtime
+        return None if runtime is None else runtime.dispatcher
 
     @property
     def max_workers(self) -> int:
@@ -107,19 +125,20 @@ class Executor:
     def start(self) -> None:
         """Start the queue, the dispatcher and the worker pool (idempotent)."""
         with self._lock:
-            if self.task_queue is not None:
+            if self._runtime is not None:
                 return
-            self.task_queue = Queue(
+            queue = Queue(
                 self.queue_config.queue_capacity,
                 self.queue_config.capacity_refresh_time,
                 self.max_workers,
             )
-            self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="apiexec-worker")
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, args=(self.task_queue,), name="apiexec-dispatcher", daemon=True
+            pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="apiexec-worker")
+            dispatcher = threading.Thread(
+                target=self._dispatch_loop, args=(queue, pool), name="apiexec-dispatcher", daemon=True
             )
+            self._runtime = _Runtime(queue, pool, dispatcher)
             self._closing = False
-            self._dispatcher.start()
+            dispatcher.start()
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop: finish calls in flight, cancel calls not started. Safe twice.
@@ -128,22 +147,20 @@ class Executor:
             wait: Wait for the calls in flight and join the worker threads.
         """
         with self._lock:
-            if self.task_queue is None:
+            runtime = self._runtime
+            if runtime is None:
                 return
             self._closing = True
-            queue, pool, dispatcher = self.task_queue, self._pool, self._dispatcher
-        queue.stop()
+        runtime.queue.stop()
         self._wake_admission()
-        if dispatcher is not None:
-            dispatcher.join()
-        for event in queue.drain():
+        runtime.dispatcher.join()
+        for event in runtime.queue.drain():
             self._cancel(event)
         for event in self._take_pending():
             self._cancel(event)
-        if pool is not None:
-            pool.shutdown(wait=wait)
+        runtime.pool.shutdown(wait=wait)
         with self._lock:
-            self.task_queue, self._pool, self._dispatcher = None, None, None
+            self._runtime = None
             self._closing = False
         logger.debug("executor shut down")
 
@@ -311,20 +328,20 @@ class Executor:
 
     # -- the data path ------------------------------------------------------
 
-    def _dispatch_loop(self, queue: Queue) -> None:
+    def _dispatch_loop(self, queue: Queue, pool: cf.ThreadPoolExecutor) -> None:
         while True:
             try:
                 event = queue.dequeue()
             except QueueStopped:
                 return
             try:
-                self._dispatch(event, queue)
+                self._dispatch(event, queue, pool)
             except BaseException:  # never lose an event, never kill the loop silently
                 logger.exception("dispatching event %s failed", event.id)
                 self._finish(event, ExecutionStatus.FAILED, error=RuntimeError("dispatch failed"))
                 queue.task_done()
 
-    def _dispatch(self, event: Any, queue: Queue) -> None:
+    def _dispatch(self, event: Any, queue: Queue, pool: cf.ThreadPoolExecutor) -> None:
         record = self._record_of(event)
         if record is None or record.future.cancelled():
             self._cancel(event)
@@ -343,8 +360,7 @@ class Executor:
         with self._lock:
             record.status = ExecutionStatus.PROCESSING
             record.reserved = reserved
-        assert self._pool is not None
-        self._pool.submit(self._work, event, record, queue)
+        pool.submit(self._work, event, record, queue)
 
     def _work(self, event: Any, record: _Record, queue: Queue) -> None:
         try:
@@ -397,11 +413,12 @@ class Executor:
             return self._records.get(event.id)
 
     def _running_queue(self) -> Queue:
-        if self.task_queue is None or self._closing:
+        runtime = self._runtime
+        if runtime is None or self._closing:
             raise ExecutorNotRunning(
                 "the executor is not running: use `with executor:` or call executor.start()"
             )
-        return self.task_queue
+        return runtime.queue
 
     def _take_pending(self) -> list[Any]:
         with self._lock:
