@@ -64,7 +64,7 @@ def parse_line(line_no: int, text: str) -> BatchLine | None:
     fallback_id = str(line_no)
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return BatchLine(line_no, fallback_id, error=f"line {line_no}: not valid JSON ({exc.msg})")
     if not isinstance(data, dict):
         return BatchLine(line_no, fallback_id, error=f"line {line_no}: expected a JSON object")

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import math
 import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -89,7 +91,7 @@ class _SlotGate:
         return self.in_use >= self.limit
 
 
-class Queue(queue.Queue):  # type: ignore[type-arg]
+class Queue(queue.Queue[Any]):
     """Bounded FIFO of events with a concurrency gate and a prompt stop.
 
     Args:
@@ -228,8 +230,15 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
             self.not_full.notify_all()
         return items
 
-    def _wait(self, cond: Any, blocked: Any, block: bool, timeout: float | None, error: type) -> None:
-        """Wait on ``cond`` (held) while ``blocked()``; raise on stop/timeout."""
+    def _wait(
+        self,
+        cond: threading.Condition,
+        blocked: Callable[[], bool],
+        block: bool,
+        timeout: float | None,
+        error: type[Exception],
+    ) -> None:
+        """Wait on ``cond`` (held) while ``blocked()``; raise on stop or timeout."""
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -238,12 +247,12 @@ class Queue(queue.Queue):  # type: ignore[type-arg]
                 raise QueueStopped("the queue is stopped")
             if not blocked():
                 return
-            remaining = self.capacity_refresh_time
+            if not block:
+                raise error
+            wait = self.capacity_refresh_time
             if deadline is not None:
                 left = deadline - time.monotonic()
-                if not block or left <= 0:
+                if left <= 0:
                     raise error
-                remaining = min(remaining, left)
-            elif not block:
-                raise error
-            cond.wait(remaining)
+                wait = min(wait, left)
+            cond.wait(wait)
