@@ -4,6 +4,12 @@
 
     call ─ cache? ─ retry policy ─ _call_requests ─ session.request ─ _parse
 
+``stream(request)`` is the same chain up to the first event, then a
+generator over the server-sent events (see :mod:`apiexec.sse`)::
+
+    stream ─ retry policy ─ _open_stream ─ session.request(stream=True) ─ first event
+           ─ yield events ... ─ _EventStream.close (drain briefly, release)
+
 The session is created lazily (thread-safely) or by ``with endpoint:``, and
 closed when the block is left, also after an exception. Its
 :class:`~requests.adapters.HTTPAdapter` keeps ``pool_maxsize`` connections
@@ -24,16 +30,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from apiexec.cache import ResponseCache, cache_key
@@ -48,6 +56,7 @@ from apiexec.errors import (
 )
 from apiexec.limit_headers import parse_retry_after
 from apiexec.retry import retry_policy
+from apiexec.sse import DONE, ServerSentEvent, iter_sse
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +64,16 @@ logger = logging.getLogger(__name__)
 BODY_EXCERPT_CHARS: Final = 300
 #: Credential headers besides Authorization (which requests strips itself).
 _CREDENTIAL_HEADERS: Final = ("x-api-key", "api-key")
+#: When a stream is closed before its end, the rest is read for at most this
+#: long (seconds) and this many bytes so that the connection can go back to
+#: the pool; a server still generating is cut off instead (which also stops
+#: the generation, as LLM providers document).
+STREAM_DRAIN_TIMEOUT: Final = 0.1
+STREAM_DRAIN_BYTES: Final = 64 * 1024
+#: Bytes asked of the socket per read of a stream that is not chunked.
+_STREAM_READ_BYTES: Final = 8 * 1024
+#: Errors the transport may raise while a stream body is read.
+_BODY_ERRORS: Final = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class _Session(requests.Session):
@@ -212,20 +231,22 @@ class Endpoint:
 
     def _call_requests(self, payload: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         """One attempt: send, map transport errors, parse the response."""
+        return self._parse(self._send(payload, headers))
+
+    def _send(self, payload: Mapping[str, Any], headers: Mapping[str, str], **options: Any) -> requests.Response:
+        """Count the attempt and send the request; map transport errors."""
         session = self._session()
         note_attempt()
         try:
             if self.config.method == "GET":
-                response = session.request(
-                    method="GET", url=self.config.full_url, headers=headers, params=payload
+                return session.request(
+                    method="GET", url=self.config.full_url, headers=headers, params=payload, **options
                 )
-            else:
-                response = session.request(
-                    method=self.config.method, url=self.config.full_url, headers=headers, json=payload
-                )
+            return session.request(
+                method=self.config.method, url=self.config.full_url, headers=headers, json=payload, **options
+            )
         except requests.RequestException as exc:
             raise self._transport_error(exc) from exc
-        return self._parse(response)
 
     def _parse(self, response: requests.Response) -> Any:
         note_response(response.status_code, response.headers)
@@ -240,6 +261,114 @@ class Endpoint:
                 f"{self._safe_url()} answered {response.status_code} with a body that is not JSON",
                 url=self._safe_url(),
             ) from exc
+
+    # -- streaming ------------------------------------------------------------
+
+    def stream(
+        self,
+        request: Mapping[str, Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Generator[dict[str, Any], None, None]:
+        """Send ``request`` with ``"stream": true``; yield its events as they arrive.
+
+        Each item is the parsed JSON ``data`` of one server-sent event:
+        OpenAI ``chat.completion.chunk`` dicts (the closing ``data: [DONE]``
+        is not yielded), or Anthropic events, whose ``type`` is their
+        ``event:`` name. :func:`apiexec.stream_assembly.assemble` joins them
+        into the final message. OpenAI sends ``usage`` only when the request
+        asks for it with ``stream_options={"include_usage": True}``.
+
+        Nothing is sent until the first item is asked for. Up to the first
+        event the retry policy of :meth:`call` applies (connection errors,
+        408/409/429/5xx, ``retry-after``); once an event was yielded a broken
+        connection raises :class:`APIConnectionError` and is not retried, as
+        the consumer has already seen data. The cache never applies.
+
+        The response is always closed when the generator ends, also when the
+        consumer stops early (``break`` or ``close()``): its rest is read
+        for at most :data:`STREAM_DRAIN_TIMEOUT` so the connection can be
+        reused, else the connection is closed, which stops the server's
+        generation. Consume one stream on one thread.
+
+        Args:
+            request: The request body (not modified).
+            headers: Extra headers for this call.
+
+        Yields:
+            One dict per event.
+
+        Raises:
+            APIStatusError: An error status, after retries where retryable.
+            RateLimitError: 429 after the last retry.
+            APIConnectionError: Connection failed after retries, or broke
+                during the stream.
+            APITimeoutError: Timed out after retries, or during the stream.
+            APIError: The stream reported an error event, an event is not a
+                JSON object, or the server answered JSON instead of a stream.
+
+        Example:
+            >>> for chunk in endpoint.stream({"model": "m", "messages": msgs}):  # doctest: +SKIP
+            ...     print(chunk["choices"][0]["delta"].get("content", ""), end="")
+        """
+        payload = {**request, "stream": True}
+        send_headers = self._headers({"Accept": "text/event-stream", **(headers or {})})
+        events, first = self._retrying.copy()(self._open_stream, payload, send_headers)
+        try:
+            if first is None:
+                return
+            yield first
+            yield from events
+        finally:
+            events.close()
+
+    def _open_stream(
+        self, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[_EventStream, dict[str, Any] | None]:
+        """One attempt: send, check the answer, read up to the first event."""
+        response = self._send(payload, headers, stream=True)
+        note_response(response.status_code, response.headers)
+        events = _EventStream(response, self)
+        try:
+            if not response.ok:
+                raise self._status_error(response)
+            self._check_event_stream(response)
+            return events, next(events, None)
+        except _BODY_ERRORS as exc:
+            events.close()
+            raise self._stream_error(exc) from exc
+        except BaseException:
+            events.close()
+            raise
+
+    def _check_event_stream(self, response: requests.Response) -> None:
+        content_type = response.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() == "application/json":
+            raise APIError(
+                f"{self._safe_url()} answered {response.status_code} with JSON, not an event stream",
+                url=self._safe_url(),
+            )
+
+    def _event_data(self, event: ServerSentEvent) -> dict[str, Any] | None:
+        """The event's parsed data; None at ``[DONE]``.
+
+        Raises:
+            APIError: The data is not a JSON object, or it reports an error.
+        """
+        if event.data == DONE:
+            return None
+        url = self._safe_url()
+        try:
+            data = json.loads(event.data)
+        except ValueError:
+            raise APIError(f"{url}: an event of the stream is not JSON", url=url) from None
+        if not isinstance(data, dict):
+            raise APIError(f"{url}: an event of the stream is not a JSON object", url=url)
+        if _is_error_event(event.event, data):
+            detail = json.dumps(data.get("error") or data, ensure_ascii=False)
+            excerpt = self._redact(detail)[:BODY_EXCERPT_CHARS]
+            raise APIError(f"{url}: the stream reported an error: {excerpt}", url=url)
+        return data
 
     # -- errors ---------------------------------------------------------------
 
@@ -260,6 +389,17 @@ class Endpoint:
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             return APIConnectionError(f"{url}: connection failed ({type(exc).__name__})", url=url)
         return APIError(f"{url}: request failed ({type(exc).__name__})", url=url)
+
+    def _stream_error(self, exc: BaseException) -> APIConnectionError:
+        """Map an error raised while a stream's body is read."""
+        if isinstance(exc, requests.RequestException):
+            error = self._transport_error(exc)
+            if isinstance(error, APIConnectionError):
+                return error
+        url = self._safe_url()
+        if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+            return APITimeoutError(f"{url}: timed out reading the stream ({type(exc).__name__})", url=url)
+        return APIConnectionError(f"{url}: the stream broke ({type(exc).__name__})", url=url)
 
     def _status_error(self, response: requests.Response) -> APIStatusError:
         status = response.status_code
@@ -285,6 +425,97 @@ class Endpoint:
     def __repr__(self) -> str:
         state = "open" if self.client is not None else "closed"
         return f"Endpoint(provider={self.config.provider!r}, url={self._safe_url()!r}, {state})"
+
+
+class _EventStream:
+    """The events of one streamed response, and its release.
+
+    Iterating yields each event's parsed data and stops at ``[DONE]`` or at
+    the end of the body; transport errors become :class:`APIConnectionError`.
+    ``close()`` (safe twice) drains the rest within a small budget so the
+    connection can return to the pool, then closes the response.
+    """
+
+    def __init__(self, response: requests.Response, endpoint: Endpoint) -> None:
+        self._response: requests.Response | None = response
+        self._endpoint = endpoint
+        self._body = _body_chunks(response)
+        self._events = iter_sse(self._body)
+        self._done = False
+
+    def __iter__(self) -> _EventStream:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        if self._done:
+            raise StopIteration
+        try:
+            event = next(self._events, None)
+        except _BODY_ERRORS as exc:
+            self._done = True
+            raise self._endpoint._stream_error(exc) from exc
+        data = None if event is None else self._endpoint._event_data(event)
+        if data is None:
+            self._done = True
+            raise StopIteration
+        return data
+
+    def close(self) -> None:
+        """Drain what is left within the budget, then close the response."""
+        response, self._response = self._response, None
+        if response is None:
+            return
+        self._done = True
+        try:
+            self._drain(response)
+        finally:
+            response.close()
+
+    def _drain(self, response: requests.Response) -> None:
+        sock = _socket_of(response)
+        if sock is None:  # body read to its end, or no way to bound the wait
+            return
+        deadline = time.monotonic() + STREAM_DRAIN_TIMEOUT
+        drained = 0
+        try:
+            while drained <= STREAM_DRAIN_BYTES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                sock.settimeout(remaining)
+                chunk = next(self._body, None)
+                if chunk is None:
+                    return
+                drained += len(chunk)
+        except _BODY_ERRORS:
+            return  # the connection is closed with the response
+
+
+def _body_chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: one item per HTTP chunk, or per socket read."""
+    raw = response.raw
+    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        return response.iter_content(chunk_size=None)
+    # Not chunked: read1 returns what has arrived instead of waiting for EOF.
+    return iter(lambda: raw.read1(_STREAM_READ_BYTES), b"")
+
+
+def _socket_of(response: requests.Response) -> Any:
+    """The socket still attached to the response, if urllib3 exposes it."""
+    raw = response.raw
+    connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if callable(getattr(sock, "settimeout", None)) else None
+
+
+def _is_error_event(name: str, data: Mapping[str, Any]) -> bool:
+    """Anthropic ``event: error``; OpenAI and compatible ``{"error": ...}``."""
+    return (
+        name == "error"
+        or data.get("type") == "error"
+        or data.get("object") == "error"
+        or data.get("error") is not None
+    )
 
 
 def _resolve_verify(verify: bool | str) -> bool | str:
