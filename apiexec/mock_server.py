@@ -326,7 +326,12 @@ class _Decision:
 
 
 class _Bucket:
-    """A continuous token bucket; the caller holds the lock."""
+    """A continuous token bucket; the caller holds the lock.
+
+    Written apart from :class:`apiexec.bucket.TokenBucket` on purpose: the
+    mock server is the oracle the client's limiter is tested against, so a
+    bug in one must not hide in both.
+    """
 
     def __init__(self, per_minute: float, capacity: float, now: float) -> None:
         self.per_minute = per_minute
