@@ -384,8 +384,9 @@ class Endpoint:
 
     def _transport_error(self, exc: requests.RequestException) -> APIError:
         url = self._safe_url()
-        if isinstance(exc, requests.Timeout):
-            return APITimeoutError(f"{url}: timed out ({type(exc).__name__})", url=url)
+        timeout = _timeout_cause(exc)
+        if timeout is not None:
+            return APITimeoutError(f"{url}: timed out ({type(timeout).__name__})", url=url)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             return APIConnectionError(f"{url}: connection failed ({type(exc).__name__})", url=url)
         return APIError(f"{url}: request failed ({type(exc).__name__})", url=url)
@@ -397,7 +398,7 @@ class Endpoint:
             if isinstance(error, APIConnectionError):
                 return error
         url = self._safe_url()
-        if isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)):
+        if _timeout_cause(exc) is not None:
             return APITimeoutError(f"{url}: timed out reading the stream ({type(exc).__name__})", url=url)
         return APIConnectionError(f"{url}: the stream broke ({type(exc).__name__})", url=url)
 
@@ -506,6 +507,20 @@ def _socket_of(response: requests.Response) -> Any:
     connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
     sock = getattr(connection, "sock", None)
     return sock if callable(getattr(sock, "settimeout", None)) else None
+
+
+def _timeout_cause(exc: BaseException) -> BaseException | None:
+    """The timeout behind ``exc``, or None.
+
+    ``exc`` itself, or the urllib3 timeout that requests wraps in a plain
+    ``ConnectionError`` when a body stalls (``Response.iter_content``): a
+    server that sent its headers and then went silent timed out, it did not
+    refuse the connection.
+    """
+    timeouts = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    if isinstance(exc, timeouts):
+        return exc
+    return next((arg for arg in exc.args if isinstance(arg, timeouts)), None)
 
 
 def _is_error_event(name: str, data: Mapping[str, Any]) -> bool:

@@ -1,5 +1,6 @@
 """Endpoint: what goes on the wire, typed errors, secrecy, and the session life-cycle."""
 
+import io
 import json
 import logging
 import threading
@@ -217,6 +218,57 @@ def test_timeout_is_typed(exc):
     responses.post(URL, body=exc)
     with pytest.raises(APITimeoutError):
         make().call({})
+
+
+class _StallingBody(io.RawIOBase):
+    """A response body that gives its first bytes, then times out like a silent socket."""
+
+    def __init__(self, first):
+        self.first = first
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if not self.first:
+            raise TimeoutError("timed out")
+        data, self.first = self.first, b""
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def stalling_body():
+    return io.BufferedReader(_StallingBody(b'{"partial": '))
+
+
+@responses.activate
+def test_body_that_stalls_after_the_headers_is_a_timeout():
+    # requests reports this as a plain ConnectionError around urllib3's ReadTimeoutError.
+    responses.post(URL, body=stalling_body(), content_type="application/json")
+    with pytest.raises(APITimeoutError, match=r"timed out \(ReadTimeoutError\)$") as info:
+        make().call({})
+    assert isinstance(info.value.__cause__, requests.ConnectionError)
+
+
+@responses.activate
+def test_body_that_stalls_after_the_headers_is_retried():
+    responses.post(URL, body=stalling_body(), content_type="application/json")
+    responses.post(URL, json={"ok": True})
+    with call_context() as ctx:
+        assert make(max_retries=1).call({}) == {"ok": True}
+    assert ctx.attempts == 2
+
+
+@responses.activate
+@pytest.mark.parametrize("status, kind", [(429, RateLimitError), (503, APIStatusError)])
+def test_error_status_with_empty_body_has_no_excerpt(status, kind):
+    responses.post(URL, body=b"", status=status)
+    with pytest.raises(kind) as info:
+        make().call({})
+    reason = requests.status_codes._codes[status][0].replace("_", " ").title()
+    assert str(info.value) == f"{URL} answered {status} {reason}"
+    assert info.value.body_excerpt == ""
+    assert info.value.status_code == status
 
 
 @responses.activate
@@ -465,6 +517,15 @@ def test_adapter_applies_default_timeout():
     ep.call({})
     assert responses.calls[0].request.req_kwargs["timeout"] == (3.0, 12.5)
     ep.close()
+
+
+@responses.activate
+def test_explicit_timeout_on_the_session_wins_over_the_default():
+    responses.post(URL, json={})
+    with make(timeout=12.5, connect_timeout=3.0) as ep:
+        ep.client.post(URL, json={}, timeout=(0.5, 1.5))
+        ep.client.post(URL, json={}, timeout=None)  # None means "not given": the default applies
+    assert [c.request.req_kwargs["timeout"] for c in responses.calls] == [(0.5, 1.5), (3.0, 12.5)]
 
 
 def test_proxy_from_env_resolved_at_session_creation(monkeypatch):

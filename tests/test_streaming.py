@@ -9,7 +9,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest.mock import Mock
 
 import pytest
-import requests
 import responses
 
 from apiexec import (
@@ -17,6 +16,7 @@ from apiexec import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    APITimeoutError,
     Endpoint,
     EndpointConfig,
     ExecutionStatus,
@@ -24,6 +24,7 @@ from apiexec import (
     RateLimitedExecutor,
     RateLimitError,
 )
+from apiexec import endpoint as endpoint_module
 from apiexec.call_context import call_context
 from apiexec.mock_server import MockServer, MockServerConfig
 from apiexec.sse import DONE, ServerSentEvent, iter_events, iter_lines, iter_sse
@@ -462,20 +463,31 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         plan = self.server.plan.pop(0) if self.server.plan else "ok"
         self.server.requests.append(plan)
+        if plan == "status_cut":
+            return self._status_cut()
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         if plan == "plain_slow":
             return self._plain_slow()
+        if plan == "plain_cut":
+            return self._plain_cut()
+        if plan == "gzip_garbage":
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         if plan == "cut_before":
             return self._cut()
+        if plan == "gzip_garbage":
+            self._chunk(b"this is not gzip")
+            return self.wfile.write(b"0\r\n\r\n")
         self._chunk(chunk_event("a"))
         self._chunk(chunk_event("b"))
         if plan == "cut_after":
             return self._cut()
         if plan == "slow":
             self.server.release.wait(10)
+        if plan == "flood":
+            return self._flood()
         self._chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
@@ -488,6 +500,28 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         self.server.release.wait(10)
         self.wfile.write(b"data: [DONE]\n\n")
         self.close_connection = True
+
+    def _plain_cut(self):
+        """Content-Length promises more than is sent before the connection drops."""
+        self.send_header("Content-Length", "10000")
+        self.end_headers()
+        self.wfile.write(chunk_event("a") + chunk_event("b"))
+        self._cut()
+
+    def _status_cut(self):
+        """A 503 whose error body breaks off half-way."""
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b'{"error": {"mess')
+        self._cut()
+
+    def _flood(self):
+        """Events as fast as the client takes them, until it hangs up."""
+        event = chunk_event("x" * 16_000)
+        while not self.server.release.is_set():
+            self._chunk(event)
 
     def _chunk(self, data):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -585,6 +619,107 @@ def test_stream_without_chunked_encoding_is_read_as_it_arrives(scripted):
     assert srv.connections == 2
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("plan", ["slow", "plain_slow"], ids=["chunked", "not-chunked"])
+def test_server_silent_mid_stream_past_the_read_timeout_raises_timeout(scripted, plan):
+    srv = scripted(plan)
+    got = []
+    with endpoint_for(srv.url, timeout=0.2) as ep, call_context() as ctx, pytest.raises(APITimeoutError):
+        for chunk in ep.stream(CHAT_BODY):
+            got.append(chunk)
+    assert content_of(got) == "ab"
+    assert ctx.attempts == 1  # events were seen: not retried
+
+
+@pytest.mark.integration
+def test_connection_dropped_mid_stream_without_chunked_encoding_raises(scripted):
+    srv = scripted("plain_cut", "ok")
+    got = []
+    broke = pytest.raises(APIConnectionError, match=r"the stream broke \(ProtocolError\)$")
+    with endpoint_for(srv.url) as ep, call_context() as ctx, broke as info:
+        for chunk in ep.stream(CHAT_BODY):
+            got.append(chunk)
+    assert not isinstance(info.value, APITimeoutError)
+    assert content_of(got) == "ab"
+    assert ctx.attempts == 1
+    assert srv.requests == ["plain_cut"]
+
+
+@pytest.mark.integration
+def test_error_status_whose_body_breaks_is_retried_like_a_broken_connection(scripted):
+    srv = scripted("status_cut", "ok")
+    with endpoint_for(srv.url) as ep, call_context() as ctx:
+        assert content_of(ep.stream(CHAT_BODY)) == "ab"
+    assert ctx.attempts == 2
+    assert srv.requests == ["status_cut", "ok"]
+
+
+@pytest.mark.integration
+def test_error_status_whose_body_breaks_raises_connection_error_and_closes(scripted):
+    srv = scripted("status_cut")
+    broke = pytest.raises(APIConnectionError, match=r"connection failed \(ChunkedEncodingError\)$")
+    with endpoint_for(srv.url, max_retries=0) as ep, broke:
+        seen = record_responses(ep)
+        next(ep.stream(CHAT_BODY))
+    assert seen[0].status_code == 503
+    assert seen[0].raw.closed
+
+
+@pytest.mark.integration
+def test_undecodable_stream_is_a_broken_stream_and_retried(scripted):
+    # requests raises ContentDecodingError, which is not one of its connection errors.
+    srv = scripted("gzip_garbage", "gzip_garbage", "ok")
+    broke = pytest.raises(APIConnectionError, match=r"the stream broke \(ContentDecodingError\)$")
+    with endpoint_for(srv.url, max_retries=0) as ep, broke:
+        list(ep.stream(CHAT_BODY))
+    with endpoint_for(srv.url, max_retries=1) as ep, call_context() as ctx:
+        assert content_of(ep.stream(CHAT_BODY)) == "ab"
+    assert ctx.attempts == 2
+    assert srv.requests == ["gzip_garbage", "gzip_garbage", "ok"]
+
+
+@pytest.mark.integration
+def test_early_close_stops_draining_after_the_byte_budget(scripted, monkeypatch):
+    """A server still pouring out events is cut off after STREAM_DRAIN_BYTES, whatever the time left."""
+    monkeypatch.setattr(endpoint_module, "STREAM_DRAIN_TIMEOUT", 10.0)
+    body_chunks, received = endpoint_module._body_chunks, []
+
+    def counted(response):
+        for chunk in body_chunks(response):
+            received.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(endpoint_module, "_body_chunks", counted)
+    srv = scripted("flood", "ok")
+    with endpoint_for(srv.url) as ep:
+        seen = record_responses(ep)
+        stream = ep.stream(CHAT_BODY)
+        assert content_of([next(stream)]) == "a"
+        start = time.monotonic()
+        stream.close()
+        assert time.monotonic() - start < 1.0
+        assert seen[0].raw.closed
+        # the budget, plus at most the chunk that crossed it (events are 16 kB) and what came before
+        assert endpoint_module.STREAM_DRAIN_BYTES < sum(received) < endpoint_module.STREAM_DRAIN_BYTES + 40_000
+        assert content_of(ep.stream(CHAT_BODY)) == "ab"
+    assert srv.connections == 2  # the cut-off connection was closed, not reused
+
+
+@pytest.mark.integration
+def test_early_close_stops_draining_at_the_deadline_while_events_keep_coming(scripted, monkeypatch):
+    monkeypatch.setattr(endpoint_module, "STREAM_DRAIN_BYTES", 10**12)
+    srv = scripted("flood", "ok")
+    with endpoint_for(srv.url) as ep:
+        stream = ep.stream(CHAT_BODY)
+        assert content_of([next(stream)]) == "a"
+        start = time.monotonic()
+        stream.close()
+        elapsed = time.monotonic() - start
+        assert endpoint_module.STREAM_DRAIN_TIMEOUT <= elapsed < 0.5  # it kept reading, up to the deadline
+        assert content_of(ep.stream(CHAT_BODY)) == "ab"
+    assert srv.connections == 2
+
+
 # -- error events and odd answers (no network: `responses`) ---------------------------------------
 
 URL = "https://api.example.com/v1/chat/completions"
@@ -649,6 +784,37 @@ def test_non_json_event_and_json_answer_raise_api_error():
         list(ep.stream(CHAT_BODY))
     with pytest.raises(APIError, match="not an event stream"):
         list(ep.stream(CHAT_BODY))
+
+
+@responses.activate
+@pytest.mark.parametrize("data", [b"[1, 2]", b'"text"', b"42", b"null"], ids=["array", "string", "number", "null"])
+def test_event_that_is_json_but_not_an_object_raises_api_error(data):
+    responses.post(URL, body=chunk_event("a") + b"data: " + data + b"\n\n" + b"data: [DONE]\n\n",
+                   content_type="text/event-stream")
+    got = []
+    with pytest.raises(APIError, match="an event of the stream is not a JSON object$") as info:
+        for chunk in mocked_endpoint().stream(CHAT_BODY):
+            got.append(chunk)
+    assert not isinstance(info.value, APIConnectionError)
+    assert content_of(got) == "a"
+    assert info.value.url == URL
+
+
+@responses.activate
+def test_event_iterator_stays_finished_after_its_end_and_after_close():
+    """Once ended or closed, the events keep raising StopIteration; a released response is never read."""
+    responses.post(URL, body=OPENAI_SAMPLE, content_type="text/event-stream")
+    ep = mocked_endpoint()
+    headers = ep._headers(None)
+    events, first = ep._open_stream(CHAT_BODY, headers)
+    assert len([first, *events]) == 5
+    assert list(events) == []
+    events.close()
+    events, first = ep._open_stream(CHAT_BODY, headers)
+    events.close()
+    with pytest.raises(StopIteration):
+        next(events)
+    events.close()  # safe twice
 
 
 @responses.activate
