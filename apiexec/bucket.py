@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Optional, Protocol
 
+from apiexec.errors import CapacityError
 from apiexec.limit_headers import RateLimitInfo
 
 Clock = Callable[[], float]
@@ -60,8 +61,14 @@ class TokenBucket:
 
     @classmethod
     def full(cls, limit: float, interval: float, now: float) -> TokenBucket:
-        """A full bucket of ``limit`` units refilling over ``interval`` s."""
-        return cls(capacity=float(limit), rate=limit / interval, level=float(limit), stamp=now)
+        """A full bucket of ``limit`` units refilling over ``interval`` s.
+
+        A limit below 1 (one request every two minutes is ``0.5`` per
+        minute) still holds one unit, so that a call can ever be granted; the
+        rate stays ``limit / interval``.
+        """
+        capacity = max(float(limit), 1.0)
+        return cls(capacity=capacity, rate=limit / interval, level=capacity, stamp=now)
 
     def refill(self, now: float) -> None:
         """Add what accrued since ``stamp`` (clock going back adds nothing)."""
@@ -92,7 +99,12 @@ class LimitBackend(Protocol):
     limit_tokens: float | None
 
     def acquire(self, requests: int, tokens: int) -> float:
-        """Take both amounts atomically; return 0.0, or seconds to wait."""
+        """Take both amounts atomically; return 0.0, or seconds to wait.
+
+        Raises:
+            CapacityError: An amount exceeds its bucket's capacity (it could
+                never be granted).
+        """
 
     def adjust(self, tokens: float) -> None:
         """Give back (positive) or charge (negative) tokens after usage is known."""
@@ -173,6 +185,8 @@ class MemoryBackend:
             wait = max(0.0, self._paused_until - now)
             for bucket, amount in ((self._requests, requests), (self._tokens, tokens)):
                 if bucket is not None and amount:
+                    if amount > bucket.capacity:  # e.g. a limit learnt from headers
+                        raise CapacityError(amount, bucket.capacity)
                     bucket.refill(now)
                     wait = max(wait, bucket.wait_for(amount))
             if wait > 0.0:

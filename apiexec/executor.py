@@ -235,6 +235,9 @@ class Executor:
             except QueueStopped:
                 self._cancel(event)
                 raise ExecutorNotRunning("the executor shut down while forwarding") from None
+            except BaseException:  # Ctrl-C while blocked on a full queue
+                self._cancel(event)
+                raise
 
     def submit(self, event: Any) -> cf.Future[Any]:
         """Append and forward one event.
@@ -245,9 +248,9 @@ class Executor:
         Raises:
             ExecutorNotRunning: The executor is not started, or shut down.
         """
-        with self._lock:
+        with self._lock:  # no shutdown between the check and the append
             self._running_queue()
-        future = self.append(event)
+            future = self.append(event)
         self.forward()
         return future
 
@@ -270,9 +273,9 @@ class Executor:
         inflight: deque[tuple[Any, cf.Future[Any]]] = deque()
         try:
             for event in events:
-                inflight.append((event, self.submit(event)))
-                if len(inflight) > window:
+                if len(inflight) >= window:  # never block in submit on a full pipeline
                     yield self._result(*inflight.popleft(), deadline)
+                inflight.append((event, self.submit(event)))
             while inflight:
                 yield self._result(*inflight.popleft(), deadline)
         finally:
@@ -318,12 +321,18 @@ class Executor:
             record = record or _Record()
             self.pending.pop(event.id, None)
             record.status = ExecutionStatus.PROCESSING
-        reserved = self._admit(event)
-        if reserved is None:
+        if record.future.cancelled():
+            self._cancel(event, record)
+            return
+        try:
+            reserved = self._admit(event)
+        except Exception as exc:  # e.g. CapacityError: the event fails, the caller hears
+            self._finish(event, ExecutionStatus.FAILED, error=exc, record=record)
+            raise
+        if reserved is None or not record.future.set_running_or_notify_cancel():
             self._cancel(event, record)
             return
         record.reserved = reserved
-        record.future.set_running_or_notify_cancel()
         self._invoke(event, record)
 
     # -- the data path ------------------------------------------------------
@@ -439,7 +448,11 @@ class Executor:
         error: BaseException | None = None,
         record: _Record | None = None,
     ) -> None:
-        """Move an event to a terminal state: exactly once, then its future."""
+        """Move an event to a terminal state exactly once.
+
+        The future is resolved (and its callbacks run) before ``join()`` can
+        see the event as finished.
+        """
         with self._lock:
             record = record or self._records.get(event.id)
             if record is None or record.status.is_terminal:
@@ -447,15 +460,7 @@ class Executor:
             record.status = status
             if self._records.get(event.id) is record:
                 del self._records[event.id]
-            if record.accepted:
-                self._unfinished -= 1
-                if self._unfinished == 0:
-                    self._all_done.notify_all()
-        execution = getattr(event, "execution", None)
-        if isinstance(execution, Execution):
-            self.metrics.record_finish(status.value, latency=execution.duration, attempts=execution.attempts)
-        else:
-            self.metrics.record_finish(status.value)
+        self._record_metrics(event, status)
         if status is ExecutionStatus.CANCELLED:
             record.future.cancel()
         elif status is ExecutionStatus.FAILED:
@@ -465,6 +470,18 @@ class Executor:
             _resolve(record.future, error=error)
         else:
             _resolve(record.future, result=result)
+        if record.accepted:
+            with self._lock:
+                self._unfinished -= 1
+                if self._unfinished == 0:
+                    self._all_done.notify_all()
+
+    def _record_metrics(self, event: Any, status: ExecutionStatus) -> None:
+        execution = getattr(event, "execution", None)
+        if isinstance(execution, Execution):
+            self.metrics.record_finish(status.value, latency=execution.duration, attempts=execution.attempts)
+        else:
+            self.metrics.record_finish(status.value)
 
     def _check_type(self, event: Any) -> None:
         expected = self.event_type

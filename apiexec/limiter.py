@@ -26,6 +26,9 @@ from apiexec.errors import CapacityError
 #: Longest single wait before a waiter re-checks for cancellation.
 DEFAULT_MAX_WAIT: Final = 1.0
 
+#: Longest pause a server's ``retry-after`` can impose on every call.
+MAX_PAUSE: Final = 60.0
+
 
 def _never() -> bool:
     return False
@@ -110,9 +113,14 @@ class RateLimiter:
         self.wake()
 
     def pause(self, seconds: float) -> None:
-        """Grant nothing for ``seconds`` (a server asked us to wait)."""
-        self.backend.pause(seconds)
-        self.wake()
+        """Grant nothing for ``seconds`` (a server asked us to wait).
+
+        The pause is capped at :data:`MAX_PAUSE`: one odd ``retry-after``
+        must not freeze every call for a day.
+        """
+        if seconds > 0:  # NaN is not: it is ignored
+            self.backend.pause(min(seconds, MAX_PAUSE))
+            self.wake()
 
     def wake(self) -> None:
         """Wake every waiter to re-check capacity and cancellation."""

@@ -289,3 +289,35 @@ def test_worker_threads_are_joined_on_exit():
         if t.ident not in before and t.name.startswith("apiexec")
     ]
     assert leftover == []
+
+
+def test_process_event_skips_a_cancelled_event():
+    rec = Recorder()
+    ex = make()
+    event = work(rec, "x")
+    future = ex.append(event)
+    assert future.cancel()
+    ex.process_event(event)
+    assert rec.calls == {}
+    assert event.execution.status is ExecutionStatus.CANCELLED
+
+
+def test_map_timeout_is_honoured_even_with_a_full_pipeline():
+    rec = Recorder()
+    gate = threading.Event()
+    with make(concurrency=1, capacity=1) as ex:
+        start = time.monotonic()
+        with pytest.raises(cf.TimeoutError):
+            list(ex.map((work(rec, i, gate=gate) for i in range(5)), timeout=0.3))
+        assert time.monotonic() - start < 2.0
+        gate.set()
+
+
+def test_join_returns_only_after_futures_and_their_callbacks():
+    seen = []
+    with make(concurrency=4) as ex:
+        for i in range(50):
+            future = ex.submit(Event(lambda i=i: i))
+            future.add_done_callback(lambda f: seen.append(f.result()))
+        assert ex.join(timeout=10)
+        assert sorted(seen) == list(range(50))

@@ -223,3 +223,45 @@ def test_hammering_try_acquire_never_overgrants():
 
 def test_config_error_is_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_process_event_that_can_never_fit_fails_and_raises():
+    ex = RateLimitedExecutor(limit_tokens=10, event_type=Event)
+    event = TokenEvent(lambda: "never", required_tokens=11)
+    future = ex.append(event)
+    with pytest.raises(CapacityError):
+        ex.process_event(event)
+    with pytest.raises(CapacityError):
+        future.result(timeout=0)
+
+
+def test_request_limit_below_one_per_interval_still_runs():
+    ex = RateLimitedExecutor(limit_requests=0.5, interval=60.0, event_type=Event)
+    with ex:
+        assert ex.submit(Event(lambda: "first")).result(timeout=5) == "first"
+    assert ex.available_request == 0
+
+
+def test_a_huge_retry_after_pauses_at_most_max_pause():
+    from apiexec.limiter import MAX_PAUSE
+
+    clock_now = [0.0]
+    backend = MemoryBackend(None, None, 60.0, clock=lambda: clock_now[0])
+    limiter = RateLimiter(backend)
+    limiter.pause(86_400.0)
+    assert backend.acquire(1, 0) == pytest.approx(MAX_PAUSE)
+    limiter.pause(float("nan"))
+    limiter.pause(-5)
+    assert backend.acquire(1, 0) == pytest.approx(MAX_PAUSE)
+
+
+def test_a_learnt_token_limit_smaller_than_the_call_fails_fast():
+    from apiexec.limit_headers import RateLimitInfo
+
+    ex = RateLimitedExecutor(event_type=Event)
+    ex.limiter.backend.sync(RateLimitInfo(limit_tokens=10_000, remaining_tokens=9_000, reset_tokens=6.0))
+    with ex:
+        future = ex.submit(TokenEvent(lambda: "never", required_tokens=12_000))
+        with pytest.raises(CapacityError, match="12000 tokens"):
+            future.result(timeout=5)
+        assert ex.submit(TokenEvent(lambda: "fits", required_tokens=10)).result(timeout=5) == "fits"

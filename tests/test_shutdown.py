@@ -132,3 +132,36 @@ def test_ctrl_c_finishes_inflight_and_cancels_the_rest(tmp_path):
     assert report["threads"] == []
     assert report["queue_none"] is True
     assert elapsed < 5
+
+
+BLOCKED_SUBMIT_CHILD = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    sys.path.insert(0, {root!r})
+    from apiexec import Event, Executor, QueueConfig
+    ex = Executor(Event, QueueConfig(queue_capacity=1, capacity_refresh_time=5.0, concurrency_limit=1))
+    events = [Event(lambda: time.sleep(0.5)) for _ in range(4)]
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        with ex:
+            for e in events:
+                ex.submit(e)  # the third blocks: one running, one queued
+    except KeyboardInterrupt:
+        pass
+    print(json.dumps({{"statuses": [e.execution.status.value for e in events],
+                       "all_processed": ex.is_all_processed, "joined": ex.join(timeout=1)}}))
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_submit_waits_on_a_full_queue_loses_nothing(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(BLOCKED_SUBMIT_CHILD.format(root=ROOT))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    first, second, third, never_submitted = report["statuses"]
+    assert first == "completed"
+    assert {second, third} <= {"cancelled", "completed"} and "cancelled" in {second, third}
+    assert never_submitted == "pending"  # Ctrl-C came before its submit
+    assert report["all_processed"] is True and report["joined"] is True
