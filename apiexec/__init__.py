@@ -26,6 +26,7 @@ from apiexec.errors import (
     ExecutorNotRunning,
     QueueStopped,
     RateLimitError,
+    StorageError,
 )
 from apiexec.event import Event, Execution, ExecutionStatus
 from apiexec.executor import Executor
@@ -57,6 +58,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitedExecutor",
     "Secret",
+    "StorageError",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -31,6 +31,7 @@ from apiexec.bucket import LimitBackend
 from apiexec.endpoint import Endpoint
 from apiexec.endpoint_config import EndpointConfig
 from apiexec.errors import APIConnectionError, APIStatusError, APITimeoutError, CapacityError
+from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.rate_limited import RateLimitedExecutor
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,10 @@ class BatchOptions:
         tokens_per_minute: Token limit, or None (then tokens are not estimated).
         concurrency: Calls in flight at once.
         progress: Show a progress bar.
-        backend: Shared limit storage (default: this process).
+        limit_storage: Where the buckets live: ``memory://``, ``sqlite:///path.db``
+            or ``redis://host:port/db`` (shared by every run naming it).
+        limit_key: Name of the shared quota inside ``limit_storage``.
+        backend: A ready limit backend instead of ``limit_storage``.
     """
 
     input: Path
@@ -60,6 +64,8 @@ class BatchOptions:
     tokens_per_minute: float | None = None
     concurrency: int = DEFAULT_BATCH_CONCURRENCY
     progress: bool = False
+    limit_storage: str = DEFAULT_STORAGE
+    limit_key: str = DEFAULT_KEY
     backend: LimitBackend | None = None
 
 
@@ -214,18 +220,22 @@ def run_batch(options: BatchOptions) -> BatchSummary:
 
     Raises:
         OSError: The input cannot be read or the output written.
+        ConfigError: The limits or the limit storage URL are invalid.
+        StorageError: The limit storage cannot be reached.
     """
     start = time.monotonic()
-    journal = Journal(options.output)
-    done = journal.open()
-    executor = RateLimitedExecutor(
+    executor = RateLimitedExecutor(  # first: a bad or unreachable storage fails before any file is touched
         queue_capacity=max(2 * options.concurrency, 16),
         interval=60.0,
         limit_requests=options.requests_per_minute,
         limit_tokens=options.tokens_per_minute,
         concurrency_limit=options.concurrency,
+        storage=options.limit_storage,
+        key=options.limit_key,
         backend=options.backend,
     )
+    journal = Journal(options.output)
+    done = journal.open()
     endpoints = _Endpoints(options.endpoint, options.concurrency)
     run = _Run(options, journal, executor)
     try:

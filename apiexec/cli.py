@@ -9,6 +9,8 @@ Example::
     apiexec run examples/chat.jsonl -o results.jsonl --mock
     apiexec run requests.jsonl -o results.jsonl --provider openai \\
         --requests-per-minute 500 --tokens-per-minute 200000
+    apiexec run part-1.jsonl -o out-1.jsonl --provider openai --requests-per-minute 500 \\
+        --limit-storage redis://limits.internal:6379/0 --limit-key openai-prod
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Final
 
 from apiexec.batch import DEFAULT_BATCH_CONCURRENCY, BatchOptions, run_batch
 from apiexec.endpoint_config import EndpointConfig
-from apiexec.errors import ConfigError
+from apiexec.errors import ConfigError, StorageError
+from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.presets import PRESETS, preset_config
 
 EXIT_OK: Final = 0
@@ -64,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--requests-per-minute", type=_positive(float))
     run.add_argument("--tokens-per-minute", type=_positive(float))
     run.add_argument("--concurrency", type=_positive(int), default=DEFAULT_BATCH_CONCURRENCY)
+    run.add_argument(
+        "--limit-storage",
+        metavar="URL",
+        default=DEFAULT_STORAGE,
+        help="where the limits live, shared by every process naming it: memory:// (default), "
+        "sqlite:///limits.db (one host) or redis://host:6379/0 (many hosts)",
+    )
+    run.add_argument(
+        "--limit-key", metavar="NAME", default=DEFAULT_KEY, help="name of the shared quota in --limit-storage"
+    )
     run.add_argument("--max-retries", type=int, default=3)
     run.add_argument("--timeout", type=_positive(float), help="seconds per attempt")
     run.add_argument("--mock", action="store_true", help="run against the built-in mock server (no key, no network)")
@@ -89,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "mock-server":
             return _mock_server(args)
         return _run(args)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, StorageError, OSError) as exc:
         print(f"apiexec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -110,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
             requests_per_minute=args.requests_per_minute or mock_rpm,
             tokens_per_minute=args.tokens_per_minute,
             concurrency=args.concurrency,
+            limit_storage=args.limit_storage,
+            limit_key=args.limit_key,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
         summary = run_batch(options)

@@ -9,6 +9,7 @@ builtins are mixed in where a caller would naturally catch them::
     ├── ExecutorNotRunning (RuntimeError) submit to an executor that is not started or is closing
     ├── QueueStopped (RuntimeError)       enqueue/dequeue on a stopped Queue
     ├── EventFailed                       an event failed without an exception object
+    ├── StorageError                      shared limit storage (SQLite, Redis) unreachable or failing
     └── APIError                          an HTTP call failed
         ├── APIConnectionError            could not connect, or the connection broke
         │   └── APITimeoutError           connect or read timeout
@@ -65,6 +66,22 @@ class QueueStopped(APIExecError, RuntimeError):
 
 class EventFailed(APIExecError):
     """An event ended ``FAILED`` with only an error message to show for it."""
+
+
+class StorageError(APIExecError):
+    """The shared limit storage (a SQLite file, a Redis server) failed.
+
+    Raised at start when the storage cannot be reached, and mid-run instead
+    of granting a call without it: the call fails, the quota is never
+    exceeded. The message names the storage URL without its password.
+
+    Attributes:
+        url: The storage URL, password removed.
+    """
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class APIError(APIExecError):

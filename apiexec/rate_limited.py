@@ -6,6 +6,11 @@ when capacity is short it waits, in order, exactly until capacity is due.
 After the call, the token bucket is corrected by the usage the response
 reports, and a 429's ``retry-after`` pauses every call of this executor.
 
+With ``storage=`` (SQLite or Redis) and ``key=``, the buckets and the pause
+are shared by every process naming the same storage and key: one quota for a
+fleet (see :mod:`apiexec.limit_storage`). A call that cannot reach the
+storage fails with :class:`~apiexec.errors.StorageError` before it is sent.
+
 Example:
     >>> ex = RateLimitedExecutor(limit_requests=500, limit_tokens=200_000,
     ...                          interval=60.0, concurrency_limit=16)
@@ -15,18 +20,20 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from apiexec.api_calling import APICalling
 from apiexec.bucket import Clock, LimitBackend, MemoryBackend
-from apiexec.errors import ConfigError
+from apiexec.errors import ConfigError, StorageError
 from apiexec.executor import Executor
 from apiexec.limit_headers import parse_rate_limit_headers
+from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
 from apiexec.limiter import RateLimiter
 from apiexec.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 
@@ -53,11 +60,18 @@ class RateLimitedExecutor(Executor):
         limit_tokens: Tokens per ``interval``; None for no token limit.
         concurrency_limit: Calls running at once (worker threads).
         event_type: Events accepted (default :class:`APICalling`).
-        backend: Where the buckets live (default: this process's memory).
-        clock: Monotonic clock for the default backend (tests inject one).
+        storage: Where the buckets live: ``memory://`` (this process),
+            ``sqlite:///path.db`` (the processes of one host) or
+            ``redis://host:port/db`` (many hosts).
+        key: Name of the shared quota inside ``storage`` (e.g. ``"openai-prod"``).
+        backend: A ready :class:`~apiexec.bucket.LimitBackend` instead of
+            ``storage`` (e.g. a Redis Cluster one).
+        clock: Monotonic clock for the ``memory://`` backend (tests inject one).
 
     Raises:
-        ConfigError: A limit, the interval or a queue setting is invalid.
+        ConfigError: A limit, the interval, a queue setting or the storage
+            URL is invalid, or ``storage``/``key`` come with ``backend``.
+        StorageError: The storage cannot be reached.
     """
 
     def __init__(
@@ -70,6 +84,8 @@ class RateLimitedExecutor(Executor):
         concurrency_limit: int | None = None,
         *,
         event_type: type | str = APICalling,
+        storage: str = DEFAULT_STORAGE,
+        key: str = DEFAULT_KEY,
         backend: LimitBackend | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -80,11 +96,23 @@ class RateLimitedExecutor(Executor):
         self.interval = float(interval)
         self.limit_requests = limit_requests
         self.limit_tokens = limit_tokens
-        self.limiter = RateLimiter(
-            backend or MemoryBackend(limit_requests, limit_tokens, interval, clock),
-            max_wait=capacity_refresh_time,
-        )
+        if backend is not None and (storage != DEFAULT_STORAGE or key != DEFAULT_KEY):
+            raise ConfigError("storage", "give storage=/key= or backend=, not both")
+        self.storage = storage
+        self.key = key
+        self.limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
         self._paused_by_server = 0
+
+    def _open_storage(self, clock: Clock) -> LimitBackend:
+        if self.storage == DEFAULT_STORAGE:
+            return MemoryBackend(self.limit_requests, self.limit_tokens, self.interval, clock)
+        return backend_from_url(
+            self.storage,
+            key=self.key,
+            limit_requests=self.limit_requests,
+            limit_tokens=self.limit_tokens,
+            interval=self.interval,
+        )
 
     @property
     def available_request(self) -> int | None:
@@ -131,17 +159,20 @@ class RateLimitedExecutor(Executor):
             used = None
         self.metrics.record_tokens(reserved, used)
         if used is not None and reserved:
-            self.limiter.adjust(reserved - used)
+            with _best_effort("usage correction"):
+                self.limiter.adjust(reserved - used)
 
     def _observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
         super()._observe_response(status_code, headers)
         info = parse_rate_limit_headers(headers)
         if info.is_empty:
             return
-        self.limiter.backend.sync(info)
+        with _best_effort("rate-limit headers"):
+            self.limiter.backend.sync(info)
         if status_code == 429 and info.retry_after:
             logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
-            self.limiter.pause(info.retry_after)
+            with _best_effort("server pause"):
+                self.limiter.pause(info.retry_after)
 
     def _retry_gate(self) -> Callable[[], bool]:
         return self._admit_retry
@@ -149,6 +180,19 @@ class RateLimitedExecutor(Executor):
     def _admit_retry(self) -> bool:
         """A retry takes a request from the bucket, like a first attempt."""
         return self.limiter.acquire(0, cancelled=lambda: self._closing)
+
+
+@contextlib.contextmanager
+def _best_effort(what: str) -> Iterator[None]:
+    """Bookkeeping after a response must not lose the response.
+
+    A storage that fails here is logged; the quota still holds, because no
+    call is admitted without the storage.
+    """
+    try:
+        yield
+    except StorageError as exc:
+        logger.warning("%s not recorded: %s", what, exc)
 
 
 def _tokens_of(event: Any) -> int:

@@ -1,0 +1,371 @@
+"""Rate-limit buckets in a SQLite file, shared by every process of one host.
+
+One row per key holds each bucket's level and time stamp (plus the capacity
+and rate learnt from a server, when a process has no limit of its own) and
+the end of a server-requested pause. Every change is one ``BEGIN IMMEDIATE``
+transaction: load the row, rebuild :class:`~apiexec.bucket.TokenBucket`
+objects, compute with the very same math as the in-memory backend, store.
+``BEGIN IMMEDIATE`` takes the write lock before reading, so two processes
+never both see the same capacity; the busy timeout makes them queue for it
+instead of failing, and WAL lets ``levels()`` read without waiting.
+
+The clock is the host's wall clock (``time.time``), which every process of
+the host shares. A step backwards credits no refill (stamps in the future are
+clamped); a pause may then last longer, never shorter.
+
+Example:
+    >>> backend = SQLiteBackend("limits.db", key="openai-prod",
+    ...                         limit_requests=500, limit_tokens=200_000,
+    ...                         interval=60.0)               # doctest: +SKIP
+    >>> backend.acquire(1, 1200)                               # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+from apiexec.bucket import Clock, TokenBucket, sync_bucket
+from apiexec.errors import StorageError
+from apiexec.limit_headers import RateLimitInfo
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a process waits for another one's write lock before failing.
+DEFAULT_BUSY_TIMEOUT: Final = 10.0
+
+#: Pause between retries when SQLite reports busy without waiting itself.
+_BUSY_RETRY_SLEEP: Final = 0.005
+
+_TABLE: Final = "apiexec_limits"
+_CREATE: Final = f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} (
+    key TEXT PRIMARY KEY,
+    req_level REAL, req_stamp REAL, req_capacity REAL, req_rate REAL,
+    tok_level REAL, tok_stamp REAL, tok_capacity REAL, tok_rate REAL,
+    paused_until REAL
+)"""
+_COLUMNS: Final = (
+    "req_level", "req_stamp", "req_capacity", "req_rate",
+    "tok_level", "tok_stamp", "tok_capacity", "tok_rate",
+    "paused_until",
+)  # fmt: skip
+_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = ?"
+# NULL means "leave as is": a process writes only what it computed, so one
+# without a request limit never wipes the request level of one with it.
+_UPSERT: Final = (
+    f"INSERT INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES (?, {', '.join('?' * len(_COLUMNS))}) "
+    f"ON CONFLICT(key) DO UPDATE SET "
+    + ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in _COLUMNS)
+)
+
+_Row = tuple[float | None, ...]
+_T = TypeVar("_T")
+
+
+@dataclass
+class _State:
+    """One key's row, as buckets (None where this process has no bucket)."""
+
+    requests: TokenBucket | None
+    tokens: TokenBucket | None
+    paused_until: float
+    clock_went_back: bool = False  # a stamp was clamped: store it, or stay stuck
+
+
+def _load_bucket(limit: float | None, interval: float, cols: _Row, now: float) -> TokenBucket | None:
+    """This process's view of one stored bucket.
+
+    With a limit of its own, the process uses its own capacity and rate on
+    the shared level; without one, the capacity and rate a server taught
+    (any process) are used, if any.
+    """
+    level, stamp, capacity, rate = cols
+    if limit:
+        bucket = TokenBucket.full(limit, interval, now)
+        if level is not None and stamp is not None:
+            bucket.level, bucket.stamp = min(level, bucket.capacity), min(stamp, now)
+        return bucket
+    if level is None or stamp is None or not capacity or not rate:
+        return None
+    return TokenBucket(capacity=capacity, rate=rate, level=min(level, capacity), stamp=min(stamp, now))
+
+
+def _dump_bucket(bucket: TokenBucket | None, learned: bool) -> _Row:
+    if bucket is None:
+        return (None, None, None, None)
+    if learned:
+        return (bucket.level, bucket.stamp, bucket.capacity, bucket.rate)
+    return (bucket.level, bucket.stamp, None, None)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)  # pragma: no cover - Python < 3.11
+
+
+class SQLiteBackend:
+    """Request and token buckets in a SQLite file, shared by key.
+
+    Thread-safe (one connection per backend, behind a lock) and safe across
+    processes and ``fork()`` (a child opens its own connection).
+
+    Args:
+        path: The database file; created if missing (its directory must exist).
+        key: Name of the shared quota.
+        limit_requests: This process's requests per ``interval``, or None.
+        limit_tokens: This process's tokens per ``interval``, or None.
+        interval: Seconds over which each limit refills completely.
+        busy_timeout: Seconds to wait for another process's write lock.
+        clock: Wall clock shared by the processes (injectable for tests).
+        display: How to name the storage in errors (default: its URL).
+
+    Raises:
+        StorageError: The file cannot be opened or initialised.
+
+    Example:
+        >>> backend = SQLiteBackend("/tmp/limits.db", key="k", limit_requests=2,
+        ...                         limit_tokens=None, interval=1.0)  # doctest: +SKIP
+        >>> backend.acquire(1, 0), backend.acquire(1, 0), backend.acquire(1, 0)  # doctest: +SKIP
+        (0.0, 0.0, 0.5)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        key: str,
+        limit_requests: float | None,
+        limit_tokens: float | None,
+        interval: float,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Clock = time.time,
+        display: str | None = None,
+    ) -> None:
+        self.limit_requests = limit_requests
+        self.limit_tokens = limit_tokens
+        self.key = key
+        self.path = Path(path)
+        self.url = display or f"sqlite:///{self.path}"
+        self._interval = float(interval)
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._orphans: list[sqlite3.Connection] = []
+        self._run(lambda conn: None)  # open now: a bad path fails at start
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r}, key={self.key!r})"
+
+    # -- the LimitBackend protocol ---------------------------------------------
+
+    def acquire(self, requests: int, tokens: int) -> float:
+        """Take ``requests`` and ``tokens`` together, or say how long to wait.
+
+        Raises:
+            StorageError: The file cannot be read or written.
+        """
+
+        def take(state: _State, now: float) -> float:
+            wait = max(0.0, state.paused_until - now)
+            for bucket, amount in ((state.requests, requests), (state.tokens, tokens)):
+                if bucket is not None and amount:
+                    bucket.refill(now)
+                    wait = max(wait, bucket.wait_for(amount))
+            if wait > 0.0:
+                return wait
+            if state.requests is not None:
+                state.requests.take(requests)
+            if state.tokens is not None:
+                state.tokens.take(tokens)
+            return 0.0
+
+        return self._update(take, store_if=lambda wait: wait == 0.0)
+
+    def adjust(self, tokens: float) -> None:
+        """Give back (positive) or charge (negative) tokens on the shared level."""
+        if not tokens:
+            return
+
+        def give(state: _State, now: float) -> bool:
+            if state.tokens is None:
+                return False
+            state.tokens.refill(now)
+            state.tokens.give(tokens)
+            return True
+
+        self._update(give, store_if=bool)
+
+    def pause(self, seconds: float) -> None:
+        """Grant nothing, in any process, until ``seconds`` from now."""
+
+        def extend(state: _State, now: float) -> None:
+            state.paused_until = max(state.paused_until, now + seconds)
+
+        self._update(extend, store_if=lambda _: True, buckets=False)
+
+    def levels(self) -> tuple[float | None, float | None]:
+        """Current shared (requests, tokens) levels, as this process sees them."""
+
+        def read(conn: sqlite3.Connection) -> tuple[float | None, float | None]:
+            now = self._clock()
+            state = self._load(conn, now)
+            out = []
+            for bucket in (state.requests, state.tokens):
+                if bucket is not None:
+                    bucket.refill(now)
+                out.append(None if bucket is None else bucket.level)
+            return out[0], out[1]
+
+        return self._run(read, write=False)
+
+    def sync(self, info: RateLimitInfo) -> None:
+        """Align the shared buckets with a server's rate-limit headers."""
+        if info.remaining_requests is None and info.remaining_tokens is None:
+            return
+
+        def align(state: _State, now: float) -> None:
+            state.requests = sync_bucket(
+                state.requests,
+                self.limit_requests is None,
+                (info.limit_requests, info.remaining_requests, info.reset_requests),
+                now,
+            )
+            state.tokens = sync_bucket(
+                state.tokens,
+                self.limit_tokens is None,
+                (info.limit_tokens, info.remaining_tokens, info.reset_tokens),
+                now,
+            )
+
+        self._update(align, store_if=lambda _: True)
+
+    def close(self) -> None:
+        """Close the connection (safe twice; the next call reopens it)."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- one transaction per operation ------------------------------------------
+
+    def _update(
+        self,
+        change: Callable[[_State, float], _T],
+        *,
+        store_if: Callable[[_T], bool],
+        buckets: bool = True,
+    ) -> _T:
+        """Load, change and (if ``store_if(result)``) store the row atomically."""
+
+        def transaction(conn: sqlite3.Connection) -> _T:
+            now = self._clock()
+            state = self._load(conn, now)
+            result = change(state, now)
+            if store_if(result) or state.clock_went_back:
+                self._store(conn, state, buckets)
+            return result
+
+        return self._run(transaction)
+
+    def _load(self, conn: sqlite3.Connection, now: float) -> _State:
+        row = conn.execute(_SELECT, (self.key,)).fetchone() or (None,) * len(_COLUMNS)
+        paused = row[8]
+        return _State(
+            requests=_load_bucket(self.limit_requests, self._interval, row[0:4], now),
+            tokens=_load_bucket(self.limit_tokens, self._interval, row[4:8], now),
+            paused_until=-math.inf if paused is None else paused,
+            clock_went_back=any(stamp is not None and stamp > now for stamp in (row[1], row[5])),
+        )
+
+    def _store(self, conn: sqlite3.Connection, state: _State, buckets: bool) -> None:
+        values: _Row = (None,) * 8
+        if buckets:
+            values = (
+                *_dump_bucket(state.requests, self.limit_requests is None),
+                *_dump_bucket(state.tokens, self.limit_tokens is None),
+            )
+        paused = state.paused_until if math.isfinite(state.paused_until) else None
+        conn.execute(_UPSERT, (self.key, *values, paused))
+
+    def _run(self, operation: Callable[[sqlite3.Connection], _T], *, write: bool = True) -> _T:
+        """Run ``operation`` in one transaction, waiting out other processes' locks.
+
+        Raises:
+            StorageError: Any SQLite error, or the lock stayed busy for
+                longer than ``busy_timeout``.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        with self._lock:
+            while True:
+                try:
+                    return self._attempt(operation, write)
+                except sqlite3.Error as exc:
+                    if _is_busy(exc) and time.monotonic() < deadline:
+                        time.sleep(_BUSY_RETRY_SLEEP)
+                        continue
+                    raise self._error(exc) from exc
+
+    def _attempt(self, operation: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
+        conn = self._connection()
+        if not write:
+            return operation(conn)  # one SELECT: a consistent snapshot on its own
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = operation(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return result
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            # A connection must not cross fork(): keep the parent's unclosed
+            # (closing it could disturb the parent's locks) and open our own.
+            if self._conn is not None:
+                self._orphans.append(self._conn)
+            self._conn, self._pid = None, os.getpid()
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        directory = self.path.absolute().parent
+        if not directory.is_dir():
+            raise StorageError(
+                f"limit storage {self.url}: directory {directory} does not exist (create it first)", url=self.url
+            )
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_CREATE)
+        except BaseException:
+            conn.close()
+            raise
+        logger.debug("opened limit storage %s", self.url)
+        return conn
+
+    def _error(self, exc: sqlite3.Error) -> StorageError:
+        if _is_busy(exc):
+            why = f"still locked by another process after {self._busy_timeout:g}s"
+        else:
+            why = str(exc)
+        return StorageError(f"limit storage {self.url} (key {self.key!r}) failed: {why}", url=self.url)
