@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import logging
 import threading
 import time
@@ -166,6 +167,7 @@ class _Run:
         self.journal = journal
         self.executor = executor
         self.summary = BatchSummary()
+        self.write_error: BaseException | None = None
         self._lock = threading.Lock()
         total = count_lines(options.input) if options.progress else None
         self.progress = _Progress(options.progress, total)
@@ -185,9 +187,22 @@ class _Run:
             self.progress.update(1, failed=summary.failed, retries=metrics.retries, **{"429s": metrics.rate_limited})
 
     def on_done(self, custom_id: str, call: APICalling, future: cf.Future[Any]) -> None:
+        """Write a finished call's row (runs as the future's done-callback).
+
+        A row that cannot be written is remembered and re-raised by the run:
+        a future's callback would otherwise only log it.
+        """
         self.executor.pop(call.id)
         if future.cancelled():
             return  # not started: the next run sends it
+        try:
+            self._write_outcome(custom_id, call, future)
+        except Exception as exc:
+            with self._lock:
+                self.summary.failed += 1
+                self.write_error = self.write_error or exc
+
+    def _write_outcome(self, custom_id: str, call: APICalling, future: cf.Future[Any]) -> None:
         error = future.exception()
         status = call.response_status or 200
         if error is None:
@@ -246,6 +261,8 @@ def run_batch(options: BatchOptions) -> BatchSummary:
             stack.enter_context(executor)
             _submit_all(run, endpoints, done)
             executor.join()
+        if run.write_error is not None:
+            raise run.write_error
         run.summary.compacted = journal.compact()
     except KeyboardInterrupt:
         run.summary.interrupted = True
@@ -276,4 +293,4 @@ def _submit_all(run: _Run, endpoints: _Endpoints, done: set[str]) -> None:
         call = APICalling(endpoints.get(line.method, line.url), line.body, requires_tokens=count_tokens)
         future = run.executor.submit(call)
         summary.submitted += 1
-        future.add_done_callback(lambda f, cid=line.custom_id, c=call: run.on_done(cid, c, f))
+        future.add_done_callback(functools.partial(run.on_done, line.custom_id, call))

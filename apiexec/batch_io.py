@@ -164,7 +164,8 @@ class Journal:
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row and flush it to the OS (survives ``kill -9``)."""
-        text = json.dumps(row, ensure_ascii=False) + "\n"
+        # ASCII escapes: a lone surrogate in a model's answer cannot break the write.
+        text = json.dumps(row) + "\n"
         with self._lock:
             if self._handle is None:
                 raise RuntimeError("the journal is not open")

@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -39,8 +39,10 @@ MOCK_REQUESTS_PER_MINUTE: Final = 6000.0
 MOCK_LATENCY_MS: Final = 30.0
 
 
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, which must be > 0."""
+
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -115,6 +117,8 @@ def _configure_logging(verbosity: int) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not args.input.is_file():
         raise ConfigError("input", f"no such file: {args.input}")
+    if args.output.exists() and args.output.samefile(args.input):
+        raise ConfigError("output", "must not be the input file")
     with _target(args) as (config, mock_rpm):
         options = BatchOptions(
             input=args.input,

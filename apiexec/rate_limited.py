@@ -79,8 +79,8 @@ class RateLimitedExecutor(Executor):
         queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
         capacity_refresh_time: float = DEFAULT_CAPACITY_REFRESH_TIME,
         interval: float = DEFAULT_INTERVAL,
-        limit_requests: int | None = None,
-        limit_tokens: int | None = None,
+        limit_requests: float | None = None,
+        limit_tokens: float | None = None,
         concurrency_limit: int | None = None,
         *,
         event_type: type | str = APICalling,
@@ -158,7 +158,7 @@ class RateLimitedExecutor(Executor):
         if not isinstance(used, int) or isinstance(used, bool):
             used = None
         self.metrics.record_tokens(reserved, used)
-        if used is not None and reserved:
+        if used is not None:  # also when nothing was reserved: the limit still holds
             with _best_effort("usage correction"):
                 self.limiter.adjust(reserved - used)
 

@@ -117,3 +117,13 @@ def test_write_after_close_raises(tmp_path):
     journal.close()
     with pytest.raises(RuntimeError):
         journal.write({"custom_id": "a"})
+
+
+def test_a_lone_surrogate_in_an_answer_is_written_and_read_back(tmp_path):
+    path = tmp_path / "out.jsonl"
+    journal = Journal(path)
+    journal.open()
+    journal.write(success_row("a", 200, None, {"text": "half an emoji: \ud83d"}))
+    journal.close()
+    assert Journal(path).open() == {"a"}
+    assert json.loads(path.read_text())["response"]["body"]["text"].endswith("\ud83d")

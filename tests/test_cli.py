@@ -176,3 +176,35 @@ def test_mock_flag_runs_the_shipped_example_offline(tmp_path):
     assert len(rows) == 50
     assert all(r["response"]["body"]["object"] == "chat.completion" for r in rows)
     assert "50 succeeded" in proc.stderr
+
+
+def test_output_must_not_be_the_input(tmp_path):
+    inp = tmp_path / "same.jsonl"
+    write_input(inp, 3)
+    before = inp.read_text()
+    proc = run_cli("run", str(inp), "-o", str(inp), "--mock", "--no-progress", timeout=30)
+    assert proc.returncode == 1
+    assert "output: must not be the input file" in proc.stderr
+    assert inp.read_text() == before
+
+
+def test_a_row_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
+    from apiexec import EndpointConfig
+    from apiexec.batch import BatchOptions, run_batch
+    from apiexec.batch_io import Journal
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 5)
+    real_write = Journal.write
+
+    def failing_write(self, row):
+        if row["custom_id"] == "q3":
+            raise OSError(28, "No space left on device")
+        real_write(self, row)
+
+    monkeypatch.setattr(Journal, "write", failing_write)
+    with MockServer(MockServerConfig()) as server:
+        config = EndpointConfig(provider="mock", endpoint="chat/completions", base_url=f"{server.url}/v1")
+        with pytest.raises(OSError, match="No space left"):
+            run_batch(BatchOptions(input=inp, output=out, endpoint=config, concurrency=2))
+    assert "q3" not in out.read_text()

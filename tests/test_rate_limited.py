@@ -265,3 +265,11 @@ def test_a_learnt_token_limit_smaller_than_the_call_fails_fast():
         with pytest.raises(CapacityError, match="12000 tokens"):
             future.result(timeout=5)
         assert ex.submit(TokenEvent(lambda: "fits", required_tokens=10)).result(timeout=5) == "fits"
+
+
+def test_usage_is_charged_even_when_nothing_was_reserved():
+    ex = RateLimitedExecutor(limit_tokens=1000, interval=3600.0, event_type=Event)
+    with ex:
+        for _ in range(3):
+            ex.submit(TokenEvent(lambda: {}, required_tokens=None, used=300)).result(timeout=5)
+    assert ex.available_token == pytest.approx(100, abs=2)
