@@ -151,6 +151,38 @@ def sync_bucket(
     return bucket
 
 
+def take_together(
+    wants: tuple[tuple[TokenBucket | None, int], ...], paused_until: float, now: float
+) -> float:
+    """Take every ``(bucket, amount)`` at ``now``, or nothing.
+
+    Args:
+        wants: Each bucket (None: no limit) with the amount wanted from it.
+        paused_until: Clock time before which nothing is granted.
+        now: The clock time.
+
+    Returns:
+        0.0 when everything was taken; else the seconds until it could be.
+
+    Raises:
+        CapacityError: An amount exceeds its bucket's capacity (for example
+            a limit learnt from headers): it could never be granted.
+    """
+    wait = max(0.0, paused_until - now)
+    for bucket, amount in wants:
+        if bucket is not None and amount:
+            if amount > bucket.capacity:
+                raise CapacityError(amount, bucket.capacity)
+            bucket.refill(now)
+            wait = max(wait, bucket.wait_for(amount))
+    if wait > 0.0:
+        return wait
+    for bucket, amount in wants:
+        if bucket is not None:
+            bucket.take(amount)
+    return 0.0
+
+
 class MemoryBackend:
     """Request and token buckets in this process (the default backend).
 
@@ -182,20 +214,9 @@ class MemoryBackend:
         """Take ``requests`` and ``tokens`` together, or say how long to wait."""
         with self._lock:
             now = self._clock()
-            wait = max(0.0, self._paused_until - now)
-            for bucket, amount in ((self._requests, requests), (self._tokens, tokens)):
-                if bucket is not None and amount:
-                    if amount > bucket.capacity:  # e.g. a limit learnt from headers
-                        raise CapacityError(amount, bucket.capacity)
-                    bucket.refill(now)
-                    wait = max(wait, bucket.wait_for(amount))
-            if wait > 0.0:
-                return wait
-            if self._requests is not None:
-                self._requests.take(requests)
-            if self._tokens is not None:
-                self._tokens.take(tokens)
-            return 0.0
+            return take_together(
+                ((self._requests, requests), (self._tokens, tokens)), self._paused_until, now
+            )
 
     def adjust(self, tokens: float) -> None:
         """Give back (positive) or charge (negative) tokens."""

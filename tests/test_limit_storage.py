@@ -608,3 +608,26 @@ def test_cli_reports_a_bad_storage_in_one_line(tmp_path, capsys):
     assert cli_main([*argv, "--limit-storage", "mongodb://x"]) == 1
     assert "storage: unknown scheme" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()  # nothing touched before the storage was checked
+
+
+@pytest.mark.integration
+def test_shared_backends_refuse_a_call_larger_than_any_bucket(shared_url, request):
+    from apiexec.errors import CapacityError
+    from apiexec.limit_headers import RateLimitInfo
+
+    key = unique_key(request)
+    configured = backend_from_url(shared_url, key=key, limit_requests=10, limit_tokens=100, interval=60.0)
+    with pytest.raises(CapacityError, match="101 tokens"):
+        configured.acquire(1, 101)
+    learnt = backend_from_url(shared_url, key=key + "-learnt", limit_requests=None, limit_tokens=None, interval=60.0)
+    learnt.sync(RateLimitInfo(limit_tokens=600, remaining_tokens=500, reset_tokens=1.0))
+    with pytest.raises(CapacityError):
+        learnt.acquire(1, 10_000)
+    assert learnt.acquire(1, 10) == 0.0
+
+
+@pytest.mark.integration
+def test_shared_backends_run_a_request_limit_below_one(shared_url, request):
+    backend = backend_from_url(shared_url, key=unique_key(request), limit_requests=0.5, limit_tokens=None, interval=60.0)
+    assert backend.acquire(1, 0) == 0.0
+    assert backend.acquire(1, 0) == pytest.approx(120.0, rel=0.05)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
-from apiexec.errors import ConfigError, StorageError
+from apiexec.errors import CapacityError, ConfigError, StorageError
 from apiexec.limit_headers import RateLimitInfo
 from apiexec.limit_storage import redact_url
 
@@ -77,9 +77,10 @@ local function load(i)
   if stamp and stamp > now then clamped = true end
   local limit = limits[i]
   if limit then
-    local b = {cap = limit, rate = limit / interval, level = limit, stamp = now, learned = false}
+    local cap = math.max(limit, 1)  -- a limit below 1 still holds one unit (see TokenBucket.full)
+    local b = {cap = cap, rate = limit / interval, level = cap, stamp = now, learned = false}
     if level and stamp then
-      b.level, b.stamp = math.min(level, limit), math.min(stamp, now)
+      b.level, b.stamp = math.min(level, cap), math.min(stamp, now)
     end
     return b
   end
@@ -129,6 +130,9 @@ local amounts = {tonumber(ARGV[4]), tonumber(ARGV[5])}
 local wait = math.max(0, paused - now)
 for i = 1, 2 do
   local b = buckets[i]
+  if b and amounts[i] > b.cap then
+    return 'cap:' .. fmt(amounts[i]) .. ':' .. fmt(b.cap)  -- can never be granted
+  end
   if b and amounts[i] > 0 then
     refill(b)
     wait = math.max(wait, wait_for(b, amounts[i]))
@@ -311,8 +315,15 @@ class RedisBackend:
 
         Raises:
             StorageError: The server cannot be reached or failed.
+            CapacityError: An amount exceeds its bucket's capacity.
         """
-        return float(self._script(self._acquire, requests, tokens))
+        answer = self._script(self._acquire, requests, tokens)
+        if isinstance(answer, bytes):
+            answer = answer.decode()
+        if isinstance(answer, str) and answer.startswith("cap:"):
+            _, needed, capacity = answer.split(":")
+            raise CapacityError(int(float(needed)), float(capacity))
+        return float(answer)
 
     def adjust(self, tokens: float) -> None:
         """Give back (positive) or charge (negative) tokens on the shared level."""

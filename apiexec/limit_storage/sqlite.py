@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from apiexec.bucket import Clock, TokenBucket, sync_bucket
+from apiexec.bucket import Clock, TokenBucket, sync_bucket, take_together
 from apiexec.errors import StorageError
 from apiexec.limit_headers import RateLimitInfo
 
@@ -180,18 +180,9 @@ class SQLiteBackend:
         """
 
         def take(state: _State, now: float) -> float:
-            wait = max(0.0, state.paused_until - now)
-            for bucket, amount in ((state.requests, requests), (state.tokens, tokens)):
-                if bucket is not None and amount:
-                    bucket.refill(now)
-                    wait = max(wait, bucket.wait_for(amount))
-            if wait > 0.0:
-                return wait
-            if state.requests is not None:
-                state.requests.take(requests)
-            if state.tokens is not None:
-                state.tokens.take(tokens)
-            return 0.0
+            return take_together(
+                ((state.requests, requests), (state.tokens, tokens)), state.paused_until, now
+            )
 
         return self._update(take, store_if=lambda wait: wait == 0.0)
 
