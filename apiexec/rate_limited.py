@@ -101,7 +101,6 @@ class RateLimitedExecutor(Executor):
         self.storage = storage
         self.key = key
         self.limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
-        self._paused_by_server = 0
 
     def _open_storage(self, clock: Clock) -> LimitBackend:
         if self.storage == DEFAULT_STORAGE:
