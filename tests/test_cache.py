@@ -9,7 +9,7 @@ from apiexec import APIStatusError, Endpoint, EndpointConfig
 from apiexec.cache import ResponseCache, cache_key
 from apiexec.call_context import call_context
 
-KEY = "sk-test-SECRET-0123456789"
+KEY = "apiexec-test-credential-0123456789"
 BASE = "https://api.example.com/v1"
 URL = f"{BASE}/chat/completions"
 

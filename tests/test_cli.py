@@ -14,7 +14,7 @@ from apiexec.mock_server import MockServer, MockServerConfig
 
 pytestmark = pytest.mark.integration
 
-SECRET = "sk-test-DO-NOT-LEAK-4f9a1c"
+SECRET = "apiexec-test-credential-4f9a1c"
 
 
 def write_input(path, n, *, extra_lines=()):

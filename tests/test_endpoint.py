@@ -22,7 +22,7 @@ from apiexec import (
 )
 from apiexec.call_context import call_context
 
-KEY = "sk-test-SECRET-0123456789"
+KEY = "apiexec-test-credential-0123456789"
 BASE = "https://api.example.com/v1"
 URL = f"{BASE}/chat/completions"
 ENV_VARS = (

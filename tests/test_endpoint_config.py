@@ -10,7 +10,7 @@ import pytest
 from apiexec import ConfigError, EndpointConfig, Secret
 from apiexec.endpoint_config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 
-KEY = "sk-test-SECRET-0123456789"
+KEY = "apiexec-test-credential-0123456789"
 
 
 def make(**kw):

@@ -30,7 +30,7 @@ from apiexec.mock_server import MockServer, MockServerConfig
 from apiexec.sse import DONE, ServerSentEvent, iter_events, iter_lines, iter_sse
 from apiexec.stream_assembly import assemble, assemble_anthropic_message, assemble_chat_completion
 
-KEY = "sk-test-SECRET-0123456789"
+KEY = "apiexec-test-credential-0123456789"
 
 # -- exact samples, as the providers document them ---------------------------------------------
 
