@@ -386,6 +386,10 @@ class Executor:
             if not isinstance(exc, Exception):
                 raise
             return
+        try:
+            self._settle(event, record.reserved)  # before join() can see the call as done
+        except Exception:  # bookkeeping must never lose the call's outcome
+            logger.exception("settling limits after event %s failed", event.id)
         execution = getattr(event, "execution", None)
         if isinstance(execution, Execution) and execution.status is ExecutionStatus.FAILED:
             error = execution.exception or EventFailed(execution.error or "the event failed")
@@ -393,7 +397,6 @@ class Executor:
         else:
             result = execution.result if isinstance(execution, Execution) else value
             self._finish(event, ExecutionStatus.COMPLETED, result=result, record=record)
-        self._settle(event, record.reserved)
 
     # -- hooks for RateLimitedExecutor ----------------------------------------
 

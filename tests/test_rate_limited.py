@@ -273,3 +273,22 @@ def test_usage_is_charged_even_when_nothing_was_reserved():
         for _ in range(3):
             ex.submit(TokenEvent(lambda: {}, required_tokens=None, used=300)).result(timeout=5)
     assert ex.available_token == pytest.approx(100, abs=2)
+
+
+def test_usage_is_settled_before_join_returns():
+    ex = RateLimitedExecutor(limit_tokens=1000, interval=3600.0, event_type=Event)
+    with ex:
+        ex.submit(TokenEvent(lambda: {}, required_tokens=500, used=100))
+        assert ex.join(timeout=5)
+        assert ex.available_token == pytest.approx(900, abs=2)
+
+
+def test_a_failing_settlement_does_not_lose_the_result(caplog):
+    class Broken(RateLimitedExecutor):
+        def _settle(self, event, reserved):
+            raise RuntimeError("bookkeeping broke")
+
+    ex = Broken(event_type=Event)
+    with ex:
+        assert ex.submit(Event(lambda: "kept")).result(timeout=5) == "kept"
+    assert "bookkeeping broke" in caplog.text
