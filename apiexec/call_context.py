@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -45,6 +47,7 @@ class CallContext:
         request_id: The provider's id of the last response, when it sent one.
         retry_gate: Called before every retry; blocks until the retry may go
             (the executor's rate limiter), False if it must not.
+        stop: Set when the executor shuts down: a backoff wait ends at once.
     """
 
     attempts: int = 0
@@ -52,6 +55,7 @@ class CallContext:
     status_code: int | None = None
     request_id: str | None = None
     retry_gate: RetryGate | None = None
+    stop: threading.Event | None = None
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -66,13 +70,16 @@ def current_context() -> CallContext | None:
 
 @contextlib.contextmanager
 def call_context(
-    observer: ResponseObserver | None = None, retry_gate: RetryGate | None = None
+    observer: ResponseObserver | None = None,
+    retry_gate: RetryGate | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[CallContext]:
     """Open a call context, or join the one already open on this thread.
 
     Args:
         observer: Added to the context's observers for the duration.
         retry_gate: Installed as the context's retry gate for the duration.
+        stop: Installed as the context's stop event for the duration.
 
     Yields:
         The context the endpoint will report into.
@@ -81,14 +88,16 @@ def call_context(
     ctx = existing if existing is not None else CallContext()
     if observer is not None:
         ctx.observers.append(observer)
-    previous_gate = ctx.retry_gate
+    previous = ctx.retry_gate, ctx.stop
     if retry_gate is not None:
         ctx.retry_gate = retry_gate
+    if stop is not None:
+        ctx.stop = stop
     token = _current.set(ctx) if existing is None else None
     try:
         yield ctx
     finally:
-        ctx.retry_gate = previous_gate
+        ctx.retry_gate, ctx.stop = previous
         if observer is not None:
             ctx.observers.remove(observer)
         if token is not None:
@@ -110,6 +119,20 @@ def note_attempt() -> None:
     ctx.attempts += 1
     if ctx.attempts > 1 and ctx.retry_gate is not None and not ctx.retry_gate():
         raise ExecutorNotRunning("the executor shut down before a retry could be sent")
+
+
+def wait_before_retry(seconds: float) -> None:
+    """Sleep a retry's backoff; end it at once if the executor shuts down.
+
+    Raises:
+        ExecutorNotRunning: The executor shut down during the wait.
+    """
+    ctx = _current.get()
+    stop = ctx.stop if ctx is not None else None
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise ExecutorNotRunning("the executor shut down while a call waited to retry")
 
 
 def note_response(status_code: int, headers: Mapping[str, str]) -> None:

@@ -45,7 +45,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from apiexec.cache import ResponseCache, cache_key
-from apiexec.call_context import REQUEST_ID_HEADERS, note_attempt, note_response
+from apiexec.call_context import REQUEST_ID_HEADERS, note_attempt, note_response, wait_before_retry
 from apiexec.endpoint_config import EndpointConfig
 from apiexec.errors import (
     APIConnectionError,
@@ -109,7 +109,9 @@ class Endpoint:
 
     Args:
         config: Where and how to call.
-        sleep: How retries wait (tests inject a recorder; never sleeps twice).
+        sleep: How retries wait (tests inject a recorder). The default
+            sleeps, and ends at once when the executor running the call
+            shuts down.
 
     Raises:
         TypeError: ``config`` is not an :class:`EndpointConfig`.
@@ -118,7 +120,7 @@ class Endpoint:
         >>> ep = Endpoint.for_provider("openai", "chat/completions")   # doctest: +SKIP
     """
 
-    def __init__(self, config: EndpointConfig, *, sleep: Callable[[float], Any] = time.sleep) -> None:
+    def __init__(self, config: EndpointConfig, *, sleep: Callable[[float], Any] = wait_before_retry) -> None:
         if not isinstance(config, EndpointConfig):
             raise TypeError(f"config must be an EndpointConfig, not {type(config).__name__}")
         self.config = config

@@ -101,6 +101,7 @@ class Executor:
         self._all_done = threading.Condition(self._lock)
         self._unfinished = 0
         self._closing = False
+        self._stop = threading.Event()  # set at shutdown: ends retry backoffs at once
         self._runtime: _Runtime | None = None
         self.metrics = Metrics()
 
@@ -138,6 +139,7 @@ class Executor:
             )
             self._runtime = _Runtime(queue, pool, dispatcher)
             self._closing = False
+            self._stop = threading.Event()
             dispatcher.start()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -151,6 +153,7 @@ class Executor:
             if runtime is None:
                 return
             self._closing = True
+            self._stop.set()
         runtime.queue.stop()
         self._wake_admission()
         runtime.dispatcher.join()
@@ -379,7 +382,7 @@ class Executor:
 
     def _invoke(self, event: Any, record: _Record) -> None:
         try:
-            with call_context(self._observe_response, self._retry_gate()):
+            with call_context(self._observe_response, self._retry_gate(), self._stop):
                 value = event.invoke()
         except BaseException as exc:
             self._finish(event, ExecutionStatus.FAILED, error=exc, record=record)

@@ -164,3 +164,25 @@ def test_retry_waiting_at_shutdown_fails_instead_of_hanging():
     assert time.monotonic() - start < 1.0
     with pytest.raises(ExecutorNotRunning):
         future.result(timeout=0)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(30)
+def test_leaving_the_executor_ends_a_long_retry_backoff_at_once():
+    with MockServer(MockServerConfig()) as server:
+        server.script(["429:20000"])  # the server asks for a 20 s wait
+        endpoint = endpoint_for(server, max_retries=3)
+        executor = RateLimitedExecutor(concurrency_limit=2)
+        with endpoint:
+            with executor:
+                future = executor.submit(APICalling(endpoint, BODY))
+                deadline = time.monotonic() + 5
+                while server.stats.rate_limited == 0 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                time.sleep(0.05)  # the call is now in its backoff
+                start = time.monotonic()
+            left_after = time.monotonic() - start
+    assert left_after < 2.0
+    with pytest.raises(ExecutorNotRunning, match="waited to retry"):
+        future.result(timeout=0)
+    assert server.stats.requests == 1
