@@ -321,3 +321,108 @@ def test_join_returns_only_after_futures_and_their_callbacks():
             future.add_done_callback(lambda f: seen.append(f.result()))
         assert ex.join(timeout=10)
         assert sorted(seen) == list(range(50))
+
+
+def test_start_is_idempotent():
+    ex = make()
+    ex.start()
+    queue = ex.task_queue
+    ex.start()
+    assert ex.task_queue is queue
+    ex.shutdown()
+
+
+def test_shutdown_while_submit_waits_on_a_full_queue_cancels_that_event():
+    rec = Recorder()
+    gate = threading.Event()
+    ex = make(concurrency=1, capacity=1)
+    ex.start()
+    ex.submit(work(rec, 0, gate=gate))
+    while not rec.calls:
+        time.sleep(0.005)
+    ex.submit(work(rec, 1))  # queued: the queue is full now
+    blocked_event = work(rec, 2)
+    outcome = []
+
+    def blocked_submit():
+        try:
+            ex.submit(blocked_event)
+        except ExecutorNotRunning as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=blocked_submit)
+    t.start()
+    time.sleep(0.1)
+    threading.Timer(0.1, gate.set).start()
+    ex.shutdown()
+    t.join(5)
+    assert outcome and "while forwarding" in str(outcome[0])
+    assert blocked_event.execution.status is ExecutionStatus.CANCELLED
+    assert 2 not in rec.calls
+
+
+def test_process_event_refuses_a_queued_event():
+    gate = threading.Event()
+    rec = Recorder()
+    with make(concurrency=1) as ex:
+        ex.submit(work(rec, "blocker", gate=gate))
+        queued = work(rec, "queued")
+        ex.submit(queued)
+        with pytest.raises(ValueError, match="already queued"):
+            ex.process_event(queued)
+        gate.set()
+
+
+def test_a_dispatch_failure_fails_that_event_and_the_loop_goes_on():
+    class Exploding(BaseException):
+        pass
+
+    class Fragile(Executor):
+        def _admit(self, event):
+            if getattr(event, "explode", False):
+                raise Exploding()
+            return 0
+
+    bad = Event(lambda: "never")
+    bad.explode = True
+    with Fragile(Event, QueueConfig(concurrency_limit=2)) as ex:
+        bad_future = ex.submit(bad)
+        good_future = ex.submit(Event(lambda: "fine"))
+        assert good_future.result(timeout=5) == "fine"
+        with pytest.raises(RuntimeError, match="dispatch failed"):
+            bad_future.result(timeout=5)
+    assert bad.execution.status is ExecutionStatus.FAILED
+
+
+def test_ctrl_c_inside_process_event_is_recorded_and_reraised():
+    def interrupted():
+        raise KeyboardInterrupt
+
+    ex = make()
+    event = Event(interrupted)
+    future = ex.append(event)
+    with pytest.raises(KeyboardInterrupt):
+        ex.process_event(event)
+    assert event.execution.status is ExecutionStatus.CANCELLED
+    assert isinstance(future.exception(timeout=0), KeyboardInterrupt)
+
+
+def test_foreign_events_without_an_execution_are_still_accounted_for():
+    class Foreign:
+        event_type = "foreign"
+
+        def __init__(self):
+            self.id = uuid.uuid4()
+            self.ran = 0
+
+        def invoke(self):
+            self.ran += 1
+            return "foreign result"
+
+    ex = Executor("foreign", QueueConfig(concurrency_limit=1))
+    done, never = Foreign(), Foreign()
+    with ex:
+        assert ex.submit(done).result(timeout=5) == "foreign result"
+        ex.append(never)  # not forwarded: cancelled at exit
+    assert done.ran == 1 and never.ran == 0
+    assert ex.is_all_processed
