@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from apiexec.api_calling import APICalling
 from apiexec.batch_io import Journal, count_lines, error_row, read_batch, success_row
+from apiexec.id_index import IdSet
 from apiexec.bucket import LimitBackend
 from apiexec.endpoint import Endpoint
 from apiexec.endpoint_config import EndpointConfig
@@ -250,20 +251,25 @@ def run_batch(options: BatchOptions) -> BatchSummary:
         backend=options.backend,
     )
     journal = Journal(options.output)
-    done = journal.open()
+    done, seen = journal.open(), IdSet()
     endpoints = _Endpoints(options.endpoint, options.concurrency)
     run = _Run(options, journal, executor)
     try:
         with ExitStack() as stack:
+            stack.callback(done.close)
+            stack.callback(seen.close)
             stack.callback(journal.close)
             stack.callback(endpoints.close)
             stack.callback(run.progress.close)
             stack.enter_context(executor)
-            _submit_all(run, endpoints, done)
+            _submit_all(run, endpoints, done, seen)
             executor.join()
         if run.write_error is not None:
             raise run.write_error
-        run.summary.compacted = journal.compact()
+        # One row per custom_id already, unless an earlier run left rows or a
+        # duplicate line added an error row for an id that also has an answer.
+        if journal.rows_before or run.summary.invalid:
+            run.summary.compacted = journal.compact()
     except KeyboardInterrupt:
         run.summary.interrupted = True
     metrics = executor.metrics.snapshot()
@@ -273,8 +279,7 @@ def run_batch(options: BatchOptions) -> BatchSummary:
     return run.summary
 
 
-def _submit_all(run: _Run, endpoints: _Endpoints, done: set[str]) -> None:
-    seen: set[str] = set()
+def _submit_all(run: _Run, endpoints: _Endpoints, done: IdSet, seen: IdSet) -> None:
     summary = run.summary
     count_tokens = run.options.tokens_per_minute is not None
     for line in read_batch(run.options.input):
@@ -283,8 +288,8 @@ def _submit_all(run: _Run, endpoints: _Endpoints, done: set[str]) -> None:
             summary.skipped += 1
             run.progress.update(1)
             continue
-        problem = line.error or (f"line {line.line_no}: duplicate custom_id {line.custom_id!r}" if line.custom_id in seen else None)
-        seen.add(line.custom_id)
+        first = seen.add(line.custom_id)
+        problem = line.error or (None if first else f"line {line.line_no}: duplicate custom_id {line.custom_id!r}")
         if problem is not None or line.body is None:
             summary.invalid += 1
             run.journal.write(error_row(line.custom_id, "invalid_request", problem or "no body"))

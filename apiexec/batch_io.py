@@ -26,12 +26,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from apiexec.id_index import IdSet
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +153,24 @@ class Journal:
         self._handle: IO[str] | None = None
         self.rows_before = 0
 
-    def open(self) -> set[str]:
-        """Repair a torn tail, open for appending, return ids already done."""
-        done: set[str] = set()
+    def open(self) -> IdSet:
+        """Repair a torn tail, open for appending, return ids already done.
+
+        The ids are kept on disk (:class:`~apiexec.id_index.IdSet`): the
+        caller closes the set.
+        """
+        done = IdSet()
         if self.path.exists():
             self._cut_torn_tail()
-            for _, row in self._rows():
-                self.rows_before += 1
-                if is_success(row):
-                    done.add(row["custom_id"])
+            done.update(self._successful_ids())
         self._handle = self.path.open("a", encoding="utf-8")
         return done
+
+    def _successful_ids(self) -> Iterator[str]:
+        for _, row in self._rows():
+            self.rows_before += 1
+            if is_success(row):
+                yield row["custom_id"]
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row and flush it to the OS (survives ``kill -9``)."""
@@ -183,28 +193,50 @@ class Journal:
         """Rewrite the file with one row per custom_id; return rows dropped.
 
         For each id the kept row is the first success, else the last failure.
-        The rewrite goes to a temporary file replaced atomically.
+        Which row to keep is worked out in a temporary SQLite table, so
+        memory stays flat; the rewrite goes to a temporary file replaced
+        atomically.
         """
-        best: dict[str, tuple[int, bool]] = {}
+        best = sqlite3.connect("", isolation_level=None)  # private, on disk, removed on close
+        try:
+            total = self._choose_rows(best)
+            kept = best.execute("SELECT COUNT(*) FROM best").fetchone()[0]
+            if kept == total:
+                return 0
+            best.execute("CREATE INDEX best_idx ON best (idx)")
+            keep = (idx for (idx,) in best.execute("SELECT idx FROM best ORDER BY idx"))
+            self._rewrite(keep)
+            return total - kept
+        finally:
+            best.close()
+
+    def _choose_rows(self, best: sqlite3.Connection) -> int:
+        """Fill ``best(id, idx, ok)`` with the row to keep per id; count rows."""
+        best.execute("CREATE TABLE best (id TEXT PRIMARY KEY, idx INTEGER, ok INTEGER) WITHOUT ROWID")
         total = 0
+        best.execute("BEGIN")
         for index, row in self._rows():
             total += 1
-            cid = row["custom_id"]
-            kept = best.get(cid)
-            if kept is None or not kept[1]:  # a success, once kept, stays
-                best[cid] = (index, is_success(row))
-        if len(best) == total:
-            return 0
-        keep = {index for index, _ in best.values()}
+            best.execute(  # a success, once kept, stays
+                "INSERT INTO best VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET idx = excluded.idx, ok = excluded.ok WHERE best.ok = 0",
+                (row["custom_id"], index, int(is_success(row))),
+            )
+        best.execute("COMMIT")
+        return total
+
+    def _rewrite(self, keep: Iterator[int]) -> None:
+        """Write the lines whose index ``keep`` yields (ascending), atomically."""
         tmp = self.path.with_name(self.path.name + ".compact")
+        wanted = next(keep, None)
         with tmp.open("w", encoding="utf-8") as out:
             for index, text in self._lines():
-                if index in keep:
+                if index == wanted:
                     out.write(text)
+                    wanted = next(keep, None)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
-        return total - len(best)
 
     def _lines(self) -> Iterator[tuple[int, str]]:
         """(index, text) of every line, newline-terminated."""
