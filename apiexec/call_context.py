@@ -129,7 +129,7 @@ def wait_before_retry(seconds: float) -> None:
     """
     ctx = _current.get()
     stop = ctx.stop if ctx is not None else None
-    if stop is None:
+    if stop is None:  # no executor around: a plain backoff, nothing to wake us for
         time.sleep(seconds)
     elif stop.wait(seconds):
         raise ExecutorNotRunning("the executor shut down while a call waited to retry")

@@ -306,6 +306,9 @@ class SQLiteBackend:
                     return self._attempt(operation, write)
                 except sqlite3.Error as exc:
                     if _is_busy(exc) and time.monotonic() < deadline:
+                        # Another process holds the write lock past SQLite's own busy
+                        # handler. Nothing can wake us across processes, so, like that
+                        # handler, nap briefly and retry until busy_timeout.
                         time.sleep(_BUSY_RETRY_SLEEP)
                         continue
                     raise self._error(exc) from exc
