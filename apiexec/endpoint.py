@@ -389,6 +389,8 @@ class Endpoint:
         timeout = _timeout_cause(exc)
         if timeout is not None:
             return APITimeoutError(f"{url}: timed out ({type(timeout).__name__})", url=url)
+        if isinstance(exc, requests.exceptions.SSLError):  # retrying cannot fix a certificate
+            return APIError(f"{url}: TLS verification failed ({type(exc).__name__})", url=url)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             return APIConnectionError(f"{url}: connection failed ({type(exc).__name__})", url=url)
         return APIError(f"{url}: request failed ({type(exc).__name__})", url=url)

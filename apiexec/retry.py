@@ -1,7 +1,8 @@
 """Retry policy for HTTP calls, built on tenacity.
 
 Retried: connection errors, timeouts, and the statuses 408, 409, 429 and
-5xx. Not retried: every other 4xx (the request itself is wrong). Waits are
+5xx except 501 and 505. Not retried: every other 4xx, 501, 505 (the request
+itself is wrong) and TLS verification failures. Waits are
 exponential with full jitter, capped; when the server said how long to wait
 (``retry-after-ms`` / ``retry-after``) that wait is used instead, up to
 ``retry_after_cap``.
@@ -26,12 +27,15 @@ from apiexec.errors import APIConnectionError, APIStatusError
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429})
+#: 5xx statuses that say the request itself will never work.
+NEVER_RETRY_5XX: Final = frozenset({501, 505})
 
 
 def is_retryable(exc: BaseException) -> bool:
     """True for errors worth another attempt."""
     if isinstance(exc, APIStatusError):
-        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
+        status = exc.status_code
+        return status in RETRY_STATUSES or (status >= 500 and status not in NEVER_RETRY_5XX)
     return isinstance(exc, APIConnectionError)
 
 

@@ -279,12 +279,12 @@ def _status(code, retry_after=None):
     return APIStatusError("x", status_code=code, retry_after=retry_after)
 
 
-@pytest.mark.parametrize("code", sorted(RETRY_STATUSES | {500, 501, 502, 503, 504, 599}))
+@pytest.mark.parametrize("code", sorted(RETRY_STATUSES | {500, 502, 503, 504, 599}))
 def test_is_retryable_statuses(code):
     assert is_retryable(_status(code))
 
 
-@pytest.mark.parametrize("code", [400, 401, 402, 403, 404, 405, 410, 413, 422])
+@pytest.mark.parametrize("code", [400, 401, 402, 403, 404, 405, 410, 413, 422, 501, 505])
 def test_is_not_retryable_statuses(code):
     assert not is_retryable(_status(code))
 
@@ -350,3 +350,27 @@ class _capture:
     def __exit__(self, *exc):
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.old_level)
+
+
+@pytest.mark.parametrize("status", [501, 505])
+def test_unimplemented_5xx_are_not_retried(status):
+    from apiexec.errors import APIStatusError
+    from apiexec.retry import is_retryable
+
+    assert not is_retryable(APIStatusError("x", status_code=status))
+    assert is_retryable(APIStatusError("x", status_code=502))
+
+
+@responses.activate
+def test_tls_failures_are_reported_once_not_retried():
+    import requests
+
+    from apiexec import APIConnectionError, APIError, Endpoint, EndpointConfig
+
+    responses.add(responses.POST, "https://tls.example/v1/chat", body=requests.exceptions.SSLError("certificate verify failed"))
+    sleeps = []
+    endpoint = Endpoint(EndpointConfig(provider="t", endpoint="chat", base_url="https://tls.example/v1"), sleep=sleeps.append)
+    with pytest.raises(APIError, match="TLS verification failed") as info:
+        endpoint.call({"a": 1})
+    assert not isinstance(info.value, APIConnectionError)
+    assert len(responses.calls) == 1 and sleeps == []
