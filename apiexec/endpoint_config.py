@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from apiexec.errors import ConfigError
+from apiexec.validate import check_int, check_positive_number
 
 DEFAULT_TIMEOUT: Final = 120.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
@@ -167,9 +167,9 @@ class EndpointConfig:
         _check_choice("transport_type", self.transport_type, TRANSPORT_TYPES)
         _check_choice("auth_type", self.auth_type, AUTH_TYPES)
         for name in ("timeout", "connect_timeout", "backoff_base", "backoff_max", "retry_after_cap", "cache_ttl"):
-            _check_positive(name, getattr(self, name))
+            check_positive_number(name, getattr(self, name))
         for name, low in (("max_retries", 0), ("pool_maxsize", 1), ("cache_size", 0)):
-            _check_int(name, getattr(self, name), low)
+            check_int(name, getattr(self, name), low)
         _check_verify(self.verify)
         _check_headers(self.default_headers)
         object.__setattr__(self, "default_headers", _FrozenHeaders(self.default_headers))
@@ -242,16 +242,6 @@ def _check_base_url(value: Any) -> None:
 def _check_choice(name: str, value: Any, choices: frozenset[str]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(name, f"must be one of {sorted(choices)}, got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(name, f"must be a finite number > 0, got {value!r}")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(name, f"must be an int >= {low}, got {value!r}")
 
 
 def _check_verify(verify: Any) -> None:

@@ -35,18 +35,12 @@ from apiexec.executor import Executor
 from apiexec.limit_headers import parse_rate_limit_headers
 from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
 from apiexec.limiter import RateLimiter
+from apiexec.validate import check_positive_number
 from apiexec.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL: Final = 60.0
-
-
-def _check_limit(field: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(field, f"must be a number > 0 or None, got {value!r}")
 
 
 class RateLimitedExecutor(Executor):
@@ -89,9 +83,10 @@ class RateLimitedExecutor(Executor):
         backend: LimitBackend | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        _check_limit("interval", interval)
-        _check_limit("limit_requests", limit_requests)
-        _check_limit("limit_tokens", limit_tokens)
+        check_positive_number("interval", interval)
+        for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
+            if limit is not None:
+                check_positive_number(field, limit)
         super().__init__(event_type, QueueConfig(queue_capacity, capacity_refresh_time, concurrency_limit))
         self.interval = float(interval)
         self.limit_requests = limit_requests

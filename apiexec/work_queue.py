@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 import time
@@ -32,7 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from apiexec.errors import ConfigError, QueueStopped
+from apiexec.errors import QueueStopped
+from apiexec.validate import check_int, check_positive_number
 
 DEFAULT_QUEUE_CAPACITY: Final = 100
 DEFAULT_CAPACITY_REFRESH_TIME: Final = 1.0
@@ -58,25 +58,10 @@ class QueueConfig:
     concurrency_limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check_positive_int("queue_capacity", self.queue_capacity)
-        _check_positive_seconds("capacity_refresh_time", self.capacity_refresh_time)
+        check_int("queue_capacity", self.queue_capacity, 1)
+        check_positive_number("capacity_refresh_time", self.capacity_refresh_time)
         if self.concurrency_limit is not None:
-            _check_positive_int("concurrency_limit", self.concurrency_limit)
-
-
-def _check_positive_int(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(field, f"must be an int >= 1, got {value!r}")
-
-
-def _check_positive_seconds(field: str, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(field, f"must be a finite number > 0, got {value!r}")
+            check_int("concurrency_limit", self.concurrency_limit, 1)
 
 
 @dataclass
