@@ -11,9 +11,6 @@ Example:
 
 import logging
 
-from apiexec.api_calling import APICalling
-from apiexec.endpoint import Endpoint
-from apiexec.endpoint_config import EndpointConfig, Secret
 from apiexec.errors import (
     APIConnectionError,
     APIError,
@@ -28,10 +25,13 @@ from apiexec.errors import (
     RateLimitError,
     StorageError,
 )
-from apiexec.event import Event, Execution, ExecutionStatus
-from apiexec.executor import Executor
+from apiexec.execution.event import Event, Execution, ExecutionStatus
+from apiexec.execution.executor import Executor
+from apiexec.execution.work_queue import Queue, QueueConfig
+from apiexec.http.config import EndpointConfig, Secret
+from apiexec.http.endpoint import Endpoint
+from apiexec.llm.api_calling import APICalling
 from apiexec.rate_limited import RateLimitedExecutor
-from apiexec.work_queue import Queue, QueueConfig
 
 __version__ = "0.1.0"
 

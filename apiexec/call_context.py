@@ -1,6 +1,6 @@
 """What one running call tells the layers around it.
 
-An :class:`~apiexec.event.Event` runs ``endpoint.call(request=...,
+An :class:`~apiexec.execution.event.Event` runs ``endpoint.call(request=...,
 cache_control=...)``: that signature carries no room for bookkeeping. The
 endpoint instead reports into the :class:`CallContext` of the running thread:
 how many attempts it made, and every response's status and headers. The

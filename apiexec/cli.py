@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from apiexec.batch import DEFAULT_BATCH_CONCURRENCY, BatchOptions, run_batch
-from apiexec.endpoint_config import EndpointConfig
+from apiexec.batch.runner import DEFAULT_BATCH_CONCURRENCY, BatchOptions, run_batch
 from apiexec.errors import ConfigError, StorageError
-from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE
-from apiexec.presets import PRESETS, preset_config
+from apiexec.http.config import EndpointConfig
+from apiexec.http.presets import PRESETS, preset_config
+from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 1
@@ -154,7 +154,7 @@ def _target(args: argparse.Namespace) -> Iterator[tuple[EndpointConfig, float | 
             overrides["base_url"] = args.base_url
         yield preset_config(args.provider, args.endpoint, **overrides), None
         return
-    from apiexec.mock_server import MockServer, MockServerConfig
+    from apiexec.mock.server import MockServer, MockServerConfig
 
     mock_config = MockServerConfig(
         latency_ms=MOCK_LATENCY_MS, latency_jitter_ms=MOCK_LATENCY_MS / 2, requests_per_minute=MOCK_REQUESTS_PER_MINUTE
@@ -167,7 +167,7 @@ def _target(args: argparse.Namespace) -> Iterator[tuple[EndpointConfig, float | 
 
 
 def _mock_server(args: argparse.Namespace) -> int:
-    from apiexec.mock_server import MockServerConfig, serve_forever
+    from apiexec.mock.server import MockServerConfig, serve_forever
 
     config = MockServerConfig(
         host=args.host,

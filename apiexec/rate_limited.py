@@ -1,14 +1,14 @@
 """RateLimitedExecutor: an Executor that admits calls through token buckets.
 
 Before a call runs, the dispatcher takes one request and the call's
-``required_tokens`` together from the limiter (see :mod:`apiexec.bucket`);
+``required_tokens`` together from the limiter (see :mod:`apiexec.limits.bucket`);
 when capacity is short it waits, in order, exactly until capacity is due.
 After the call, the token bucket is corrected by the usage the response
 reports, and a 429's ``retry-after`` pauses every call of this executor.
 
 With ``storage=`` (SQLite or Redis) and ``key=``, the buckets and the pause
 are shared by every process naming the same storage and key: one quota for a
-fleet (see :mod:`apiexec.limit_storage`). A call that cannot reach the
+fleet (see :mod:`apiexec.limits.storage`). A call that cannot reach the
 storage fails with :class:`~apiexec.errors.StorageError` before it is sent.
 
 Example:
@@ -28,15 +28,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
-from apiexec.api_calling import APICalling
-from apiexec.bucket import Clock, LimitBackend, MemoryBackend
+from apiexec._checks import check_positive_number
 from apiexec.errors import ConfigError, StorageError
-from apiexec.executor import Executor
-from apiexec.limit_headers import parse_rate_limit_headers
-from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
-from apiexec.limiter import RateLimiter
-from apiexec.validate import check_positive_number
-from apiexec.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
+from apiexec.execution.executor import Executor
+from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
+from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
+from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
+from apiexec.limits.limiter import RateLimiter
+from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
+from apiexec.llm.api_calling import APICalling
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RateLimitedExecutor(Executor):
             ``sqlite:///path.db`` (the processes of one host) or
             ``redis://host:port/db`` (many hosts).
         key: Name of the shared quota inside ``storage`` (e.g. ``"openai-prod"``).
-        backend: A ready :class:`~apiexec.bucket.LimitBackend` instead of
+        backend: A ready :class:`~apiexec.limits.bucket.LimitBackend` instead of
             ``storage`` (e.g. a Redis Cluster one).
         clock: Monotonic clock for the ``memory://`` backend (tests inject one).
 
@@ -162,7 +162,7 @@ class RateLimitedExecutor(Executor):
         if info.is_empty:
             return
         with _best_effort("rate-limit headers"):
-            self.limiter.backend.sync(info)
+            self.limiter.backend.sync(_server_limits(info))
         if status_code == 429 and info.retry_after:
             logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
             with _best_effort("server pause"):
@@ -192,3 +192,15 @@ def _best_effort(what: str) -> Iterator[None]:
 def _tokens_of(event: Any) -> int:
     tokens = getattr(event, "required_tokens", None)
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
+
+
+def _server_limits(info: RateLimitInfo) -> ServerLimits:
+    """The plain limit view the backends take, from parsed headers."""
+    return ServerLimits(
+        limit_requests=info.limit_requests,
+        remaining_requests=info.remaining_requests,
+        reset_requests=info.reset_requests,
+        limit_tokens=info.limit_tokens,
+        remaining_tokens=info.remaining_tokens,
+        reset_tokens=info.reset_tokens,
+    )

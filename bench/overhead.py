@@ -18,7 +18,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from apiexec import APICalling, Endpoint, EndpointConfig, RateLimitedExecutor
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.mock.server import MockServer, MockServerConfig
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5}
 

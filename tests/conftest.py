@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.mock.server import MockServer, MockServerConfig
 
 
 @pytest.fixture

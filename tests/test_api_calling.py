@@ -5,7 +5,7 @@ from unittest.mock import Mock
 import pytest
 
 from apiexec import APICalling, Endpoint, ExecutionStatus
-from apiexec.tokens import estimate_tokens
+from apiexec.llm.tokens import estimate_tokens
 
 BODY = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "Hello there"}]}
 

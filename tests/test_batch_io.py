@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from apiexec.batch import _relative_path
-from apiexec.batch_io import Journal, count_lines, error_row, is_success, parse_line, read_batch, success_row
+from apiexec.batch.journal import Journal, count_lines, error_row, is_success, parse_line, read_batch, success_row
+from apiexec.batch.runner import _relative_path
 
 
 def test_parse_batch_line():
@@ -40,7 +40,7 @@ def test_blank_lines_are_skipped(tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"a": 1}\n\n   \n{"b": 2}')
     lines = list(read_batch(path))
-    assert [l.custom_id for l in lines] == ["1", "4"]
+    assert [line.custom_id for line in lines] == ["1", "4"]
     assert count_lines(path) == 4
 
 
@@ -80,7 +80,7 @@ def test_torn_last_line_is_cut(tmp_path):
     assert "a" in done and len(done) == 1
     journal.write(success_row("b", 200, None, {}))
     journal.close()
-    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    rows = [json.loads(row) for row in path.read_text().splitlines()]
     assert [r["custom_id"] for r in rows] == ["a", "b"]
 
 
@@ -132,7 +132,7 @@ def test_a_lone_surrogate_in_an_answer_is_written_and_read_back(tmp_path):
 
 
 def test_id_set_is_a_set_on_disk():
-    from apiexec.id_index import IdSet
+    from apiexec.batch.id_set import IdSet
 
     ids = IdSet()
     assert ids.add("x") is True and ids.add("x") is False

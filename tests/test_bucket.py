@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apiexec.bucket import MemoryBackend, TokenBucket
+from apiexec.limits.bucket import MemoryBackend, TokenBucket
 
 
 class FakeClock:

@@ -6,8 +6,8 @@ import pytest
 import responses
 
 from apiexec import APIStatusError, Endpoint, EndpointConfig
-from apiexec.cache import ResponseCache, cache_key
 from apiexec.call_context import call_context
+from apiexec.http.cache import ResponseCache, cache_key
 
 KEY = "apiexec-test-credential-0123456789"
 BASE = "https://api.example.com/v1"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.mock.server import MockServer, MockServerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +190,8 @@ def test_output_must_not_be_the_input(tmp_path):
 
 def test_a_row_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
     from apiexec import EndpointConfig
-    from apiexec.batch import BatchOptions, run_batch
-    from apiexec.batch_io import Journal
+    from apiexec.batch.journal import Journal
+    from apiexec.batch.runner import BatchOptions, run_batch
 
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(inp, 5)

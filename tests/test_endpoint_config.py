@@ -8,7 +8,7 @@ import pickle
 import pytest
 
 from apiexec import ConfigError, EndpointConfig, Secret
-from apiexec.endpoint_config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from apiexec.http.config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 
 KEY = "apiexec-test-credential-0123456789"
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from apiexec import APICalling, APITimeoutError, Endpoint, EndpointConfig, ExecutionStatus, RateLimitedExecutor
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.mock.server import MockServer, MockServerConfig
 
 pytestmark = pytest.mark.integration
 

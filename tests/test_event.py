@@ -4,7 +4,7 @@ import pytest
 
 from apiexec import Event, Execution, ExecutionStatus
 from apiexec.call_context import call_context, note_attempt
-from apiexec.event import describe_error
+from apiexec.execution.event import describe_error
 
 
 def test_event_records_success_duration_and_one_attempt():

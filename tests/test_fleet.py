@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.mock.server import MockServer, MockServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4

@@ -1,4 +1,4 @@
-"""Tests for apiexec.limit_headers: durations, Retry-After and provider headers."""
+"""Tests for apiexec.http.rate_limit_headers: durations, Retry-After and provider headers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
-from apiexec.limit_headers import (
+from apiexec.http.rate_limit_headers import (
     PARSERS,
     RateLimitInfo,
     parse_anthropic_headers,
@@ -211,7 +211,7 @@ def test_openai_malformed_values_are_skipped(caplog: pytest.LogCaptureFixture) -
         "x-ratelimit-remaining-tokens": "149984.0",
         "x-ratelimit-reset-tokens": "6m0s",
     }
-    with caplog.at_level(logging.DEBUG, logger="apiexec.limit_headers"):
+    with caplog.at_level(logging.DEBUG, logger="apiexec.http.rate_limit_headers"):
         info = parse_openai_headers(headers)
     assert info == RateLimitInfo(remaining_tokens=149984, reset_tokens=360.0)
     assert "x-ratelimit-limit-requests" in caplog.text

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from apiexec import APICalling, Endpoint, EndpointConfig, RateLimitedExecutor, StorageError
-from apiexec.bucket import MemoryBackend
 from apiexec.cli import main as cli_main
 from apiexec.errors import ConfigError
-from apiexec.limit_headers import RateLimitInfo
-from apiexec.limit_storage import backend_from_url, parse_storage_url, redact_url
-from apiexec.limit_storage.sqlite import SQLiteBackend
+from apiexec.limits.bucket import MemoryBackend, ServerLimits
+from apiexec.limits.sqlite import SQLiteBackend
+from apiexec.limits.storage import backend_from_url, parse_storage_url, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -228,15 +227,15 @@ def test_sqlite_sync_learns_a_shared_bucket_and_never_raises_a_level(tmp_path):
     learner = sqlite_backend(tmp_path, None, None, 60.0, clock)
     bystander = sqlite_backend(tmp_path, None, None, 60.0, clock)
     configured = sqlite_backend(tmp_path, 100, None, 60.0, clock)
-    learner.sync(RateLimitInfo(limit_requests=600, remaining_requests=0, reset_requests=0.1))
+    learner.sync(ServerLimits(limit_requests=600, remaining_requests=0, reset_requests=0.1))
     assert bystander.acquire(1, 0) == pytest.approx(0.1)  # learnt 10/s, shared
     assert configured.acquire(1, 0) == pytest.approx(0.6)  # own 100/min on the level 0
     clock.advance(0.1)
     assert bystander.acquire(1, 0) == 0.0
-    configured.sync(RateLimitInfo(limit_requests=600, remaining_requests=500, reset_requests=1.0))
+    configured.sync(ServerLimits(limit_requests=600, remaining_requests=500, reset_requests=1.0))
     assert configured.levels()[0] < 1  # a server's view never raises the level
-    learner.sync(RateLimitInfo(retry_after=1.0))  # nothing to align: no write
-    learner.sync(RateLimitInfo(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
+    learner.sync(ServerLimits())  # nothing to align: no write
+    learner.sync(ServerLimits(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
     assert bystander.acquire(1, 600) > 0  # learned token bucket: 500 left
 
 
@@ -367,14 +366,14 @@ def test_redis_sync_learns_a_shared_bucket_and_never_raises_a_level(redis_server
     learner = redis_backend(redis_server, key, None, None, 60.0)
     bystander = redis_backend(redis_server, key, None, None, 60.0)
     configured = redis_backend(redis_server, key, 100, None, 60.0)
-    learner.sync(RateLimitInfo(limit_requests=600, remaining_requests=0, reset_requests=0.1))
+    learner.sync(ServerLimits(limit_requests=600, remaining_requests=0, reset_requests=0.1))
     assert bystander.acquire(1, 0) == pytest.approx(0.1, abs=0.02)
     assert configured.acquire(1, 0) == pytest.approx(0.6, abs=0.05)
-    configured.sync(RateLimitInfo(limit_requests=600, remaining_requests=500, reset_requests=1.0))
+    configured.sync(ServerLimits(limit_requests=600, remaining_requests=500, reset_requests=1.0))
     assert configured.levels()[0] < 1
-    learner.sync(RateLimitInfo(retry_after=1.0))
-    learner.sync(RateLimitInfo(limit_tokens=None, remaining_tokens=5))  # no limit to learn from
-    learner.sync(RateLimitInfo(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
+    learner.sync(ServerLimits())
+    learner.sync(ServerLimits(limit_tokens=None, remaining_tokens=5))  # no limit to learn from
+    learner.sync(ServerLimits(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
     assert bystander.acquire(1, 600) > 0
     assert bystander.levels()[1] == pytest.approx(500, abs=20)
 
@@ -439,7 +438,7 @@ def test_redis_bad_url_is_a_config_error(redis_executable):
 def test_redis_backend_takes_a_ready_client(redis_server, request):
     import redis
 
-    from apiexec.limit_storage.redis import RedisBackend
+    from apiexec.limits.redis import RedisBackend
 
     client = redis.Redis.from_url(redis_server.url)
     backend = RedisBackend(client=client, key=unique_key(request), limit_requests=2, limit_tokens=None, interval=1.0)
@@ -510,7 +509,7 @@ def test_a_retry_needs_the_storage_too(mock_server):
 
 HAMMER = r"""
 import sys
-from apiexec.limit_storage import backend_from_url
+from apiexec.limits.storage import backend_from_url
 url, key, tries = sys.argv[1], sys.argv[2], int(sys.argv[3])
 backend = backend_from_url(url, key=key, limit_requests=100, limit_tokens=None, interval=3600.0)
 print("ready", flush=True)
@@ -613,14 +612,13 @@ def test_cli_reports_a_bad_storage_in_one_line(tmp_path, capsys):
 @pytest.mark.integration
 def test_shared_backends_refuse_a_call_larger_than_any_bucket(shared_url, request):
     from apiexec.errors import CapacityError
-    from apiexec.limit_headers import RateLimitInfo
 
     key = unique_key(request)
     configured = backend_from_url(shared_url, key=key, limit_requests=10, limit_tokens=100, interval=60.0)
     with pytest.raises(CapacityError, match="101 tokens"):
         configured.acquire(1, 101)
     learnt = backend_from_url(shared_url, key=key + "-learnt", limit_requests=None, limit_tokens=None, interval=60.0)
-    learnt.sync(RateLimitInfo(limit_tokens=600, remaining_tokens=500, reset_tokens=1.0))
+    learnt.sync(ServerLimits(limit_tokens=600, remaining_tokens=500, reset_tokens=1.0))
     with pytest.raises(CapacityError):
         learnt.acquire(1, 10_000)
     assert learnt.acquire(1, 10) == 0.0

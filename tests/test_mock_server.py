@@ -1,4 +1,4 @@
-"""Tests of apiexec.mock_server over real loopback sockets (127.0.0.1 only)."""
+"""Tests of apiexec.mock.server over real loopback sockets (127.0.0.1 only)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from apiexec.mock_server import (
+from apiexec.mock.server import (
     DEFAULT_COMPLETION_TOKENS,
     EMBEDDING_DIMENSIONS,
     MockServer,

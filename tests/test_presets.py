@@ -4,7 +4,7 @@ import pytest
 import responses
 
 from apiexec import ConfigError, Endpoint, EndpointConfig
-from apiexec.presets import ENDPOINT_ALIASES, PRESETS, preset_config
+from apiexec.http.presets import ENDPOINT_ALIASES, PRESETS, preset_config
 
 KEY = "apiexec-test-credential-0123456789"
 KEY_VARS = sorted({p.api_key_env for p in PRESETS.values() if p.api_key_env})

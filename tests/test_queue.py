@@ -7,7 +7,6 @@ import time
 
 import pytest
 from hypothesis import settings
-from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from apiexec import Queue, QueueConfig, QueueStopped

@@ -6,9 +6,9 @@ import time
 import pytest
 
 from apiexec import APICalling, CapacityError, ConfigError, Event, RateLimitedExecutor
-from apiexec.bucket import MemoryBackend
 from apiexec.call_context import note_response
-from apiexec.limiter import RateLimiter
+from apiexec.limits.bucket import MemoryBackend, ServerLimits
+from apiexec.limits.limiter import RateLimiter
 from tests.helpers import Recorder, work
 
 
@@ -243,7 +243,7 @@ def test_request_limit_below_one_per_interval_still_runs():
 
 
 def test_a_huge_retry_after_pauses_at_most_max_pause():
-    from apiexec.limiter import MAX_PAUSE
+    from apiexec.limits.limiter import MAX_PAUSE
 
     clock_now = [0.0]
     backend = MemoryBackend(None, None, 60.0, clock=lambda: clock_now[0])
@@ -256,10 +256,9 @@ def test_a_huge_retry_after_pauses_at_most_max_pause():
 
 
 def test_a_learnt_token_limit_smaller_than_the_call_fails_fast():
-    from apiexec.limit_headers import RateLimitInfo
 
     ex = RateLimitedExecutor(event_type=Event)
-    ex.limiter.backend.sync(RateLimitInfo(limit_tokens=10_000, remaining_tokens=9_000, reset_tokens=6.0))
+    ex.limiter.backend.sync(ServerLimits(limit_tokens=10_000, remaining_tokens=9_000, reset_tokens=6.0))
     with ex:
         future = ex.submit(TokenEvent(lambda: "never", required_tokens=12_000))
         with pytest.raises(CapacityError, match="12000 tokens"):

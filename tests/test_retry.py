@@ -21,7 +21,7 @@ from apiexec import (
     RateLimitError,
 )
 from apiexec.call_context import call_context
-from apiexec.retry import RETRY_STATUSES, is_retryable, retry_policy
+from apiexec.http.retry import RETRY_STATUSES, is_retryable, retry_policy
 
 BASE = "https://api.example.com/v1"
 URL = f"{BASE}/chat/completions"
@@ -169,7 +169,7 @@ def test_retries_are_logged():
     responses.post(URL, json={}, status=500)
     responses.post(URL, json={})
     ep, _ = make()
-    with _capture("apiexec.retry") as records:
+    with _capture("apiexec.http.retry") as records:
         ep.call({})
     assert any("retrying" in r.getMessage() for r in records)
 
@@ -355,7 +355,7 @@ class _capture:
 @pytest.mark.parametrize("status", [501, 505])
 def test_unimplemented_5xx_are_not_retried(status):
     from apiexec.errors import APIStatusError
-    from apiexec.retry import is_retryable
+    from apiexec.http.retry import is_retryable
 
     assert not is_retryable(APIStatusError("x", status_code=status))
     assert is_retryable(APIStatusError("x", status_code=502))

@@ -5,11 +5,10 @@ import time
 import pytest
 
 from apiexec import APICalling, Endpoint, EndpointConfig, Event, RateLimitedExecutor
-from apiexec.bucket import MemoryBackend, TokenBucket, sync_bucket
 from apiexec.call_context import call_context, note_attempt
 from apiexec.errors import ExecutorNotRunning
-from apiexec.limit_headers import RateLimitInfo
-from apiexec.mock_server import MockServer, MockServerConfig
+from apiexec.limits.bucket import MemoryBackend, ServerLimits, TokenBucket, sync_bucket
+from apiexec.mock.server import MockServer, MockServerConfig
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
@@ -54,11 +53,11 @@ def test_sync_without_remaining_or_limit_changes_nothing():
 def test_memory_backend_sync_then_paces_at_the_learned_rate():
     clock = FakeClock()
     backend = MemoryBackend(None, None, 60.0, clock)
-    backend.sync(RateLimitInfo(limit_requests=600, remaining_requests=0, reset_requests=0.1))
+    backend.sync(ServerLimits(limit_requests=600, remaining_requests=0, reset_requests=0.1))
     assert backend.acquire(1, 0) == pytest.approx(0.1)  # 10/s: next one in 0.1 s
     clock.now = 0.1
     assert backend.acquire(1, 0) == 0.0
-    backend.sync(RateLimitInfo(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
+    backend.sync(ServerLimits(limit_tokens=60_000, remaining_tokens=500, reset_tokens=1.0))
     assert backend.acquire(1, 600) > 0  # learned token bucket: 500 left
 
 

@@ -24,11 +24,11 @@ from apiexec import (
     RateLimitedExecutor,
     RateLimitError,
 )
-from apiexec import endpoint as endpoint_module
 from apiexec.call_context import call_context
-from apiexec.mock_server import MockServer, MockServerConfig
-from apiexec.sse import DONE, ServerSentEvent, iter_events, iter_lines, iter_sse
-from apiexec.stream_assembly import assemble, assemble_anthropic_message, assemble_chat_completion
+from apiexec.http import endpoint as endpoint_module
+from apiexec.http.sse import DONE, ServerSentEvent, iter_events, iter_lines, iter_sse
+from apiexec.llm.stream_assembly import assemble, assemble_anthropic_message, assemble_chat_completion
+from apiexec.mock.server import MockServer, MockServerConfig
 
 KEY = "apiexec-test-credential-0123456789"
 
@@ -383,7 +383,7 @@ def test_early_break_closes_the_response_and_keeps_the_connection(server):
         stream.close()
         assert seen[0].raw.closed
         assert seen[0].raw.connection is None  # handed back to the pool
-        for chunk in ep.stream(CHAT_BODY):
+        for _chunk in ep.stream(CHAT_BODY):
             break
         assert ep.call(CHAT_BODY)["object"] == "chat.completion"
         assert len(list(ep.stream(CHAT_BODY))) > 3
@@ -596,7 +596,7 @@ def test_early_break_does_not_wait_for_a_server_still_generating(scripted):
     srv = scripted("slow", "ok")
     with endpoint_for(srv.url) as ep:
         start = time.monotonic()
-        for chunk in ep.stream(CHAT_BODY):
+        for _chunk in ep.stream(CHAT_BODY):
             break
         assert time.monotonic() - start < 0.5  # drain budget is 0.1 s
         assert content_of(ep.stream(CHAT_BODY)) == "ab"

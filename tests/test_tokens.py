@@ -1,4 +1,4 @@
-"""Tests for apiexec.tokens: payload estimates, output reservations, usage, tokenizer choice."""
+"""Tests for apiexec.llm.tokens: payload estimates, output reservations, usage, tokenizer choice."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apiexec import tokens
 from apiexec.errors import ConfigError
-from apiexec.tokens import (
+from apiexec.llm import tokens
+from apiexec.llm.tokens import (
     ANTHROPIC_IMAGE_TOKENS,
     DEFAULT_OUTPUT_TOKENS,
     IMAGE_TOKENS,

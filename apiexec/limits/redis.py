@@ -8,7 +8,7 @@ and rate a server taught (``rc``/``rr``, ``tc``/``tr``, only written by
 processes with no limit of their own) and the end of a server-requested
 pause (``pu``). Every operation is one Lua script, run atomically on the
 server with the server's clock (``TIME``): the same continuous-bucket math as
-:class:`~apiexec.bucket.TokenBucket`, taking request and token capacity
+:class:`~apiexec.limits.bucket.TokenBucket`, taking request and token capacity
 together or not at all. Each write sets ``PEXPIRE`` to the time after which
 the buckets would be full (and any pause over) anyway, so idle keys vanish.
 
@@ -33,8 +33,8 @@ from types import ModuleType
 from typing import Any, Final, TypeVar
 
 from apiexec.errors import CapacityError, ConfigError, StorageError
-from apiexec.limit_headers import RateLimitInfo
-from apiexec.limit_storage import redact_url
+from apiexec.limits.bucket import ServerLimits
+from apiexec.limits.storage import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ return out
 """
 
 # ARGV[4..9] = limit, remaining, reset of requests then tokens ("" = unknown).
-# The same rules as apiexec.bucket.sync_bucket.
+# The same rules as apiexec.limits.bucket.sync_bucket.
 _SYNC: Final = """
 local function sync(i)
   local base = 4 + (i - 1) * 3
@@ -342,7 +342,7 @@ class RedisBackend:
             None if tokens is None else float(tokens),
         )
 
-    def sync(self, info: RateLimitInfo) -> None:
+    def sync(self, info: ServerLimits) -> None:
         """Align the shared buckets with a server's rate-limit headers."""
         if info.remaining_requests is None and info.remaining_tokens is None:
             return

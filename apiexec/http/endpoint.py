@@ -5,7 +5,7 @@
     call ─ cache? ─ retry policy ─ _call_requests ─ session.request ─ _parse
 
 ``stream(request)`` is the same chain up to the first event, then a
-generator over the server-sent events (see :mod:`apiexec.sse`)::
+generator over the server-sent events (see :mod:`apiexec.http.sse`)::
 
     stream ─ retry policy ─ _open_stream ─ session.request(stream=True) ─ first event
            ─ yield events ... ─ _EventStream.close (drain briefly, release)
@@ -44,9 +44,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from apiexec.cache import ResponseCache, cache_key
 from apiexec.call_context import REQUEST_ID_HEADERS, note_attempt, note_response, wait_before_retry
-from apiexec.endpoint_config import EndpointConfig
 from apiexec.errors import (
     APIConnectionError,
     APIError,
@@ -54,9 +52,11 @@ from apiexec.errors import (
     APITimeoutError,
     RateLimitError,
 )
-from apiexec.limit_headers import parse_retry_after
-from apiexec.retry import retry_policy
-from apiexec.sse import DONE, ServerSentEvent, iter_sse
+from apiexec.http.cache import ResponseCache, cache_key
+from apiexec.http.config import EndpointConfig
+from apiexec.http.rate_limit_headers import parse_retry_after
+from apiexec.http.retry import retry_policy
+from apiexec.http.sse import DONE, ServerSentEvent, iter_sse
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class Endpoint:
 
     @classmethod
     def for_provider(cls, provider: str, endpoint: str | None = None, **overrides: Any) -> Endpoint:
-        """An endpoint from a provider preset (see :mod:`apiexec.presets`)."""
-        from apiexec.presets import preset_config
+        """An endpoint from a provider preset (see :mod:`apiexec.http.presets`)."""
+        from apiexec.http.presets import preset_config
 
         return cls(preset_config(provider, endpoint, **overrides))
 
@@ -277,7 +277,7 @@ class Endpoint:
         Each item is the parsed JSON ``data`` of one server-sent event:
         OpenAI ``chat.completion.chunk`` dicts (the closing ``data: [DONE]``
         is not yielded), or Anthropic events, whose ``type`` is their
-        ``event:`` name. :func:`apiexec.stream_assembly.assemble` joins them
+        ``event:`` name. :func:`apiexec.llm.stream_assembly.assemble` joins them
         into the final message. OpenAI sends ``usage`` only when the request
         asks for it with ``stream_options={"include_usage": True}``.
 

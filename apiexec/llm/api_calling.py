@@ -2,7 +2,7 @@
 
 A call either returns the whole answer (``endpoint.call``) or streams it
 (``endpoint.stream``): then every event goes to ``on_chunk`` as it arrives
-and the result is the assembled message (see :mod:`apiexec.stream_assembly`),
+and the result is the assembled message (see :mod:`apiexec.llm.stream_assembly`),
 shaped like the non-streamed answer. Executors run both kinds alike.
 
 Example:
@@ -19,12 +19,12 @@ import contextlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from apiexec.event import Event, ExecutionStatus
-from apiexec.stream_assembly import assemble
-from apiexec.tokens import estimate_tokens, usage_tokens
+from apiexec.execution.event import Event, ExecutionStatus
+from apiexec.llm.stream_assembly import assemble
+from apiexec.llm.tokens import estimate_tokens, usage_tokens
 
 if TYPE_CHECKING:
-    from apiexec.endpoint import Endpoint
+    from apiexec.http.endpoint import Endpoint
 
 
 class APICalling(Event):
@@ -96,7 +96,7 @@ class APICalling(Event):
         """Stream ``request``, hand each event to ``on_chunk``, assemble them.
 
         Returns:
-            The assembled message (see :func:`apiexec.stream_assembly.assemble`).
+            The assembled message (see :func:`apiexec.llm.stream_assembly.assemble`).
 
         Raises:
             APIError: As :meth:`Endpoint.stream`.
@@ -116,7 +116,7 @@ class APICalling(Event):
 
         The explicit value when one was set; else, with
         ``requires_tokens=True``, an estimate (prompt tokens plus the output
-        reservation, see :mod:`apiexec.tokens`); else None (no tokens).
+        reservation, see :mod:`apiexec.llm.tokens`); else None (no tokens).
         """
         if self._required_tokens is None and self.requires_tokens:
             self._required_tokens = estimate_tokens(self.request)

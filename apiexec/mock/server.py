@@ -60,7 +60,7 @@ fail and are not rate limited.
 Example::
 
     import requests
-    from apiexec.mock_server import MockServer, MockServerConfig
+    from apiexec.mock.server import MockServer, MockServerConfig
 
     config = MockServerConfig(requests_per_minute=600, request_burst=2)
     with MockServer(config) as server:
@@ -328,7 +328,7 @@ class _Decision:
 class _Bucket:
     """A continuous token bucket; the caller holds the lock.
 
-    Written apart from :class:`apiexec.bucket.TokenBucket` on purpose: the
+    Written apart from :class:`apiexec.limits.bucket.TokenBucket` on purpose: the
     mock server is the oracle the client's limiter is tested against, so a
     bug in one must not hide in both.
     """

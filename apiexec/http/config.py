@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from apiexec._checks import check_int, check_positive_number
 from apiexec.errors import ConfigError
-from apiexec.validate import check_int, check_positive_number
 
 DEFAULT_TIMEOUT: Final = 120.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0

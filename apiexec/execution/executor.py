@@ -41,9 +41,9 @@ from typing import Any, Final
 
 from apiexec.call_context import call_context
 from apiexec.errors import EventFailed, ExecutorNotRunning, QueueStopped
-from apiexec.event import Event, Execution, ExecutionStatus, describe_error
-from apiexec.metrics import Metrics
-from apiexec.work_queue import Queue, QueueConfig
+from apiexec.execution.event import Event, Execution, ExecutionStatus, describe_error
+from apiexec.execution.metrics import Metrics
+from apiexec.execution.work_queue import Queue, QueueConfig
 
 logger = logging.getLogger(__name__)
 
@@ -514,9 +514,8 @@ def _set_execution(event: Any, status: ExecutionStatus, *, error: str) -> None:
 
 def _resolve(future: cf.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
     """Complete a future that may still be PENDING (process_event path)."""
-    if not future.running() and not future.done():
-        if not future.set_running_or_notify_cancel():
-            return
+    if not future.running() and not future.done() and not future.set_running_or_notify_cancel():
+        return
     if future.done():
         return
     if error is not None:

@@ -1,6 +1,6 @@
 """RateLimiter: waits, in order, for capacity from a limit backend.
 
-The backend (:mod:`apiexec.bucket`, or a shared one) answers "granted" or
+The backend (:mod:`apiexec.limits.bucket`, or a shared one) answers "granted" or
 "wait this long". The limiter turns that into blocking: callers queue up
 first-come first-served, and the head sleeps on a condition exactly until its
 capacity is due. Anything that changes the picture (usage refunds, a server's
@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from apiexec.bucket import LimitBackend
 from apiexec.errors import CapacityError
+from apiexec.limits.bucket import LimitBackend
 
 #: Longest single wait before a waiter re-checks for cancellation.
 DEFAULT_MAX_WAIT: Final = 1.0

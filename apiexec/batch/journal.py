@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from apiexec.id_index import IdSet
+from apiexec.batch.id_set import IdSet
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Journal:
     def open(self) -> IdSet:
         """Repair a torn tail, open for appending, return ids already done.
 
-        The ids are kept on disk (:class:`~apiexec.id_index.IdSet`): the
+        The ids are kept on disk (:class:`~apiexec.batch.id_set.IdSet`): the
         caller closes the set.
         """
         done = IdSet()

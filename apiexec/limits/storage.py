@@ -11,8 +11,8 @@ token bucket (and one server-requested pause)::
     rediss://...                    Redis over TLS
 
 URLs follow the SQLAlchemy convention. Each backend implements
-:class:`~apiexec.bucket.LimitBackend` with the same continuous-bucket math as
-:class:`~apiexec.bucket.MemoryBackend`. The limits themselves (``limit_*``,
+:class:`~apiexec.limits.bucket.LimitBackend` with the same continuous-bucket math as
+:class:`~apiexec.limits.bucket.MemoryBackend`. The limits themselves (``limit_*``,
 ``interval``) are each process's own configuration: every call is checked
 with the caller's limits against the shared levels, so processes that
 disagree each enforce their own limits on one shared level.
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from apiexec.bucket import LimitBackend, MemoryBackend
 from apiexec.errors import ConfigError
+from apiexec.limits.bucket import LimitBackend, MemoryBackend
 
 #: The default storage: buckets in this process.
 DEFAULT_STORAGE: Final = "memory://"
@@ -152,7 +152,7 @@ def backend_from_url(
     if parsed.scheme == "memory":
         return MemoryBackend(limit_requests, limit_tokens, interval)
     if parsed.scheme == "sqlite":
-        from apiexec.limit_storage.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
+        from apiexec.limits.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
         assert parsed.path is not None
         return SQLiteBackend(
@@ -164,7 +164,7 @@ def backend_from_url(
             busy_timeout=parsed.busy_timeout or DEFAULT_BUSY_TIMEOUT,
             display=parsed.display,
         )
-    from apiexec.limit_storage.redis import RedisBackend
+    from apiexec.limits.redis import RedisBackend
 
     return RedisBackend(
         parsed.url,

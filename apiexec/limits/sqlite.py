@@ -3,7 +3,7 @@
 One row per key holds each bucket's level and time stamp (plus the capacity
 and rate learnt from a server, when a process has no limit of its own) and
 the end of a server-requested pause. Every change is one ``BEGIN IMMEDIATE``
-transaction: load the row, rebuild :class:`~apiexec.bucket.TokenBucket`
+transaction: load the row, rebuild :class:`~apiexec.limits.bucket.TokenBucket`
 objects, compute with the very same math as the in-memory backend, store.
 ``BEGIN IMMEDIATE`` takes the write lock before reading, so two processes
 never both see the same capacity; the busy timeout makes them queue for it
@@ -34,9 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from apiexec.bucket import Clock, TokenBucket, sync_bucket, take_together
 from apiexec.errors import StorageError
-from apiexec.limit_headers import RateLimitInfo
+from apiexec.limits.bucket import Clock, ServerLimits, TokenBucket, sync_bucket, take_together
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +222,7 @@ class SQLiteBackend:
 
         return self._run(read, write=False)
 
-    def sync(self, info: RateLimitInfo) -> None:
+    def sync(self, info: ServerLimits) -> None:
         """Align the shared buckets with a server's rate-limit headers."""
         if info.remaining_requests is None and info.remaining_tokens is None:
             return
@@ -358,8 +357,5 @@ class SQLiteBackend:
         return conn
 
     def _error(self, exc: sqlite3.Error) -> StorageError:
-        if _is_busy(exc):
-            why = f"still locked by another process after {self._busy_timeout:g}s"
-        else:
-            why = str(exc)
+        why = f"still locked by another process after {self._busy_timeout:g}s" if _is_busy(exc) else str(exc)
         return StorageError(f"limit storage {self.url} (key {self.key!r}) failed: {why}", url=self.url)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from apiexec.endpoint_config import EndpointConfig
 from apiexec.errors import ConfigError
+from apiexec.http.config import EndpointConfig
 
 #: Short names accepted for the endpoint path.
 ENDPOINT_ALIASES: Final[Mapping[str, str]] = {

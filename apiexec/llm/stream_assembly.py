@@ -3,7 +3,7 @@
 A streamed call yields many small events; most callers also want the final
 message, shaped like the answer of the same request without streaming, so
 that code reading ``choices[0].message.content`` or ``content[0].text`` and
-:func:`apiexec.tokens.usage_tokens` work on either.
+:func:`apiexec.llm.tokens.usage_tokens` work on either.
 
 ========================  ==============================================
 events                    assembled into

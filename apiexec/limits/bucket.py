@@ -8,7 +8,7 @@ Over any window of ``w`` seconds it grants at most
 :class:`MemoryBackend` keeps one bucket for requests and one for tokens in
 this process and takes from both **atomically**: a call gets its request and
 its tokens together, or nothing. It answers how long to wait instead of
-waiting itself; :class:`~apiexec.limiter.RateLimiter` does the waiting. Other
+waiting itself; :class:`~apiexec.limits.limiter.RateLimiter` does the waiting. Other
 backends (shared across processes) offer the same four methods.
 
 Example:
@@ -26,15 +26,47 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Optional, Protocol
+from typing import Final, Protocol
 
 from apiexec.errors import CapacityError
-from apiexec.limit_headers import RateLimitInfo
 
 Clock = Callable[[], float]
 
 #: (limit, remaining, seconds until full) as a server reports one dimension.
-ServerView = tuple[Optional[float], Optional[float], Optional[float]]
+ServerView = tuple[float | None, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a server reported about the caller's limits, as plain numbers.
+
+    The limits layer never sees HTTP headers: whoever parses a response's
+    headers (see :mod:`apiexec.rate_limited`) hands the backends this view.
+    Every field is None where the server said nothing. Resets are seconds
+    from now until that dimension is fully replenished.
+
+    Example:
+        >>> ServerLimits(limit_requests=600, remaining_requests=10).requests
+        (600, 10, None)
+    """
+
+    limit_requests: float | None = None
+    remaining_requests: float | None = None
+    reset_requests: float | None = None
+    limit_tokens: float | None = None
+    remaining_tokens: float | None = None
+    reset_tokens: float | None = None
+
+    @property
+    def requests(self) -> ServerView:
+        """The request dimension as ``(limit, remaining, reset)``."""
+        return (self.limit_requests, self.remaining_requests, self.reset_requests)
+
+    @property
+    def tokens(self) -> ServerView:
+        """The token dimension as ``(limit, remaining, reset)``."""
+        return (self.limit_tokens, self.remaining_tokens, self.reset_tokens)
+
 
 #: Servers state limits per minute (OpenAI RPM/TPM, Anthropic likewise).
 SERVER_LIMIT_WINDOW: Final = 60.0
@@ -115,7 +147,7 @@ class LimitBackend(Protocol):
     def levels(self) -> tuple[float | None, float | None]:
         """Current (requests, tokens) levels; None where there is no limit."""
 
-    def sync(self, info: RateLimitInfo) -> None:
+    def sync(self, info: ServerLimits) -> None:
         """Bring the buckets into line with what a server reported."""
 
 
@@ -242,7 +274,7 @@ class MemoryBackend:
                 out.append(None if bucket is None else bucket.level)
             return out[0], out[1]
 
-    def sync(self, info: RateLimitInfo) -> None:
+    def sync(self, info: ServerLimits) -> None:
         """Align both buckets with a server's rate-limit headers."""
         with self._lock:
             now = self._clock()

@@ -3,7 +3,7 @@
 Reads the input as a stream, submits one :class:`~apiexec.APICalling` per
 line to a :class:`~apiexec.RateLimitedExecutor` (its bounded queue gives
 backpressure, so memory stays flat), writes each answer to the
-:class:`~apiexec.batch_io.Journal` the moment it arrives, and skips lines a
+:class:`~apiexec.batch.journal.Journal` the moment it arrives, and skips lines a
 previous run already answered. Ctrl-C lets calls in flight finish and be
 written; the rest are sent by the next run.
 
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from apiexec.api_calling import APICalling
-from apiexec.batch_io import Journal, count_lines, error_row, read_batch, success_row
-from apiexec.id_index import IdSet
-from apiexec.bucket import LimitBackend
-from apiexec.endpoint import Endpoint
-from apiexec.endpoint_config import EndpointConfig
+from apiexec.batch.id_set import IdSet
+from apiexec.batch.journal import Journal, count_lines, error_row, read_batch, success_row
 from apiexec.errors import APIConnectionError, APIStatusError, APITimeoutError, CapacityError
-from apiexec.limit_storage import DEFAULT_KEY, DEFAULT_STORAGE
+from apiexec.http.config import EndpointConfig
+from apiexec.http.endpoint import Endpoint
+from apiexec.limits.bucket import LimitBackend
+from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
+from apiexec.llm.api_calling import APICalling
 from apiexec.rate_limited import RateLimitedExecutor
 
 logger = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from apiexec._checks import check_int, check_positive_number
 from apiexec.errors import QueueStopped
-from apiexec.validate import check_int, check_positive_number
 
 DEFAULT_QUEUE_CAPACITY: Final = 100
 DEFAULT_CAPACITY_REFRESH_TIME: Final = 1.0
