@@ -121,7 +121,7 @@ def pytest_runtestloop(session: pytest.Session):
     report_path = ROOT / "coverage.xml"
     cov_plugin = session.config.pluginmanager.getplugin("_cov")
     measuring = cov_plugin is not None and getattr(cov_plugin, "cov_controller", None) is not None
-    full_run = not session.config.args or session.config.args == ["tests"]
+    full_run = not session.config.args or session.config.args in (["tests"], ["tests", "apiexec"])
     if measuring and full_run and not session.testsfailed and report_path.exists():
         misses = find_misses(read_report(report_path))
         reporter = session.config.pluginmanager.getplugin("terminalreporter")

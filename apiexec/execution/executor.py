@@ -86,9 +86,9 @@ class Executor:
         >>> config = QueueConfig(queue_capacity=100, capacity_refresh_time=1.0,
         ...                      concurrency_limit=8)
         >>> with Executor(Event, config) as ex:
-        ...     results = list(ex.map(Event(abs, {"x": -i}) for i in range(3)))
+        ...     results = list(ex.map(Event(pow, {"base": i, "exp": 2}) for i in range(3)))
         >>> results
-        [0, 1, 2]
+        [0, 1, 4]
     """
 
     def __init__(self, event_type: type | str = Event, queue_config: QueueConfig | None = None) -> None:

@@ -8,6 +8,7 @@ pause, shutdown) notifies the condition, so waiters wake at once instead of
 polling.
 
 Example:
+    >>> from apiexec.limits.bucket import MemoryBackend
     >>> limiter = RateLimiter(MemoryBackend(10, None, interval=60.0))
     >>> limiter.acquire(tokens=0)
     True

@@ -17,7 +17,7 @@ from apiexec.limits.bucket import MemoryBackend, ServerLimits
 from apiexec.limits.sqlite import SQLiteBackend
 from apiexec.limits.storage import backend_from_url, parse_storage_url, redact_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 

@@ -169,7 +169,7 @@ def test_missing_input_and_bad_flags_are_usage_errors(tmp_path):
 def test_mock_flag_runs_the_shipped_example_offline(tmp_path):
     out = tmp_path / "results.jsonl"
     env = {"HTTP_PROXY": "http://192.0.2.1:9", "HTTPS_PROXY": "http://192.0.2.1:9", "NO_PROXY": "127.0.0.1,localhost"}
-    example = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "chat.jsonl")
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "examples", "chat.jsonl")
     proc = run_cli("run", example, "-o", str(out), "--mock", "--no-progress", env=env)
     assert proc.returncode == 0, proc.stderr
     rows = rows_of(out)

@@ -18,7 +18,7 @@ import pytest
 
 from apiexec.mock.server import MockServer, MockServerConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
 CALLS = 40
 LIMIT = 20  # requests/s each worker is configured for

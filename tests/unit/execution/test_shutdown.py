@@ -16,7 +16,7 @@ import pytest
 from apiexec import APICalling, Event, ExecutionStatus, Executor, QueueConfig, RateLimitedExecutor
 from tests.helpers import Recorder, work
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def test_exit_lets_inflight_finish_and_cancels_unstarted():
