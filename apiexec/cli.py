@@ -28,6 +28,7 @@ from apiexec.errors import ConfigError, StorageError
 from apiexec.http.config import EndpointConfig
 from apiexec.http.presets import PRESETS, preset_config
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
+from apiexec.mock import command as mock_command
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 1
@@ -86,13 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="count", default=0)
 
     mock = commands.add_parser("mock-server", help="serve the built-in OpenAI-shaped mock API")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=8000)
-    mock.add_argument("--latency-ms", type=float, default=0.0)
-    mock.add_argument("--requests-per-minute", type=_positive(float))
-    mock.add_argument("--tokens-per-minute", type=_positive(float))
-    mock.add_argument("--fail-rate", type=float, default=0.0)
-    mock.add_argument("-v", "--verbose", action="count", default=0)
+    mock_command.add_arguments(mock)
     return parser
 
 
@@ -102,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         if args.command == "mock-server":
-            return _mock_server(args)
+            return mock_command.run(args)
         return _run(args)
     except (ConfigError, StorageError, OSError) as exc:
         print(f"apiexec: error: {exc}", file=sys.stderr)
@@ -164,18 +159,3 @@ def _target(args: argparse.Namespace) -> Iterator[tuple[EndpointConfig, float | 
         config = preset_config("openai-compatible", args.endpoint, base_url=f"{server.url}/v1", **overrides)
         print(f"apiexec: using the built-in mock server at {server.url}/v1", file=sys.stderr)
         yield config, MOCK_REQUESTS_PER_MINUTE
-
-
-def _mock_server(args: argparse.Namespace) -> int:
-    from apiexec.mock.server import MockServerConfig, serve_forever
-
-    config = MockServerConfig(
-        host=args.host,
-        port=args.port,
-        latency_ms=args.latency_ms,
-        requests_per_minute=args.requests_per_minute,
-        tokens_per_minute=args.tokens_per_minute,
-        fail_rate=args.fail_rate,
-    )
-    serve_forever(config, ready=lambda server: print(f"mock server listening on {server.url}/v1", flush=True))
-    return EXIT_OK
