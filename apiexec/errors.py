@@ -10,11 +10,15 @@ builtins are mixed in where a caller would naturally catch them::
     ├── QueueStopped (RuntimeError)       enqueue/dequeue on a stopped Queue
     ├── EventFailed                       an event failed without an exception object
     ├── StorageError                      shared limit storage (SQLite, Redis) unreachable or failing
+    ├── DeadlineExceeded (TimeoutError)   a call's total deadline passed; ``phase`` says where
+    ├── BudgetExceeded                    the next call could cross the spending cap
     └── APIError                          an HTTP call failed
         ├── APIConnectionError            could not connect, or the connection broke
-        │   └── APITimeoutError           connect or read timeout
+        │   ├── APITimeoutError           connect or read timeout
+        │   └── APIStreamIncomplete       a stream ended before its final event
         └── APIStatusError                the server answered with an error status
-            └── RateLimitError            429, carries ``retry_after``
+            ├── RateLimitError            429, carries ``retry_after``
+            └── ServiceRefused            the account was refused service (401/403, quota/billing)
 
 Messages never contain credentials: request headers are never echoed, and
 response excerpts are short.
@@ -84,6 +88,46 @@ class StorageError(APIExecError):
         self.url = url
 
 
+class DeadlineExceeded(APIExecError, TimeoutError):
+    """A call's total deadline passed before it finished.
+
+    Attributes:
+        phase: Where the call was when time ran out: ``"queued"``,
+            ``"admission"`` (waiting for rate-limit capacity), ``"retry"``
+            (backing off), ``"connect"``, ``"response"`` or ``"stream"``.
+        timeout: The deadline, in seconds from submission.
+    """
+
+    def __init__(self, phase: str, timeout: float) -> None:
+        super().__init__(f"call deadline of {timeout:g}s passed while {_PHASES.get(phase, phase)}")
+        self.phase = phase
+        self.timeout = timeout
+
+
+_PHASES = {
+    "queued": "waiting in the queue",
+    "admission": "waiting for rate-limit capacity",
+    "retry": "waiting to retry",
+    "connect": "connecting",
+    "response": "reading the response",
+    "stream": "reading the stream",
+}
+
+
+class BudgetExceeded(APIExecError):
+    """Admitting the next call could cross the spending cap.
+
+    Attributes:
+        cap: The cap, in US dollars.
+        spent: Dollars spent or reserved when the call was refused.
+    """
+
+    def __init__(self, message: str, *, cap: float, spent: float) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.spent = spent
+
+
 class APIError(APIExecError):
     """An HTTP API call failed.
 
@@ -102,6 +146,12 @@ class APIConnectionError(APIError):
 
 class APITimeoutError(APIConnectionError):
     """The server did not connect or answer within the timeout."""
+
+
+class APIStreamIncomplete(APIConnectionError):
+    """A stream ended before its final event (``[DONE]``, a finish reason,
+    ``message_stop``): the answer is truncated. Retryable while no event was
+    handed to the caller yet."""
 
 
 class APIStatusError(APIError):
@@ -133,3 +183,12 @@ class APIStatusError(APIError):
 
 class RateLimitError(APIStatusError):
     """The server answered 429 Too Many Requests."""
+
+
+class ServiceRefused(APIStatusError):
+    """The account was refused service: retrying cannot help.
+
+    Raised for 401/403 and for 429s whose body says the quota or billing is
+    exhausted (OpenAI ``insufficient_quota``). A batch run stops admitting
+    new lines when it sees one (a circuit breaker).
+    """

@@ -36,3 +36,71 @@ def work(recorder, key, *, delay=0.0, gate=None, result=None, error=None):
         return key if result is None else result
 
     return Event(run)
+
+
+class FakeClock:
+    """A hand-driven clock and waiter (see ``apiexec.clock.Waiter``).
+
+    ``now()`` only moves when the test calls ``advance()`` (or, with
+    ``auto_advance=True``, when code waits with a timeout: the clock jumps to
+    the end of that wait at once, as if the time had passed). ``advance()``
+    wakes every thread blocked in ``wait()``/``sleep()``, so threaded code
+    re-checks its predicate exactly at the new time.
+    """
+
+    #: Real seconds a blocked wait may take before the test is told it hangs.
+    REAL_GUARD = 10.0
+
+    def __init__(self, start=0.0, *, auto_advance=False):
+        self._now = float(start)
+        self.auto_advance = auto_advance
+        self._lock = threading.Lock()
+        self._tick = threading.Condition(self._lock)
+        self._waiting = set()
+        self.waits = []  # every timeout asked for, in order
+
+    def now(self):
+        with self._lock:
+            return self._now
+
+    __call__ = now  # usable where a plain ``clock()`` callable is expected
+
+    def advance(self, seconds):
+        with self._lock:
+            self._now += seconds
+            waiting = list(self._waiting)
+            self._tick.notify_all()
+        for cond in waiting:
+            with cond:
+                cond.notify_all()
+
+    def wait(self, cond, timeout):
+        with self._lock:
+            self.waits.append(timeout)
+            if timeout is not None and timeout <= 0:
+                return False
+            if self.auto_advance and timeout is not None:
+                self._now += timeout
+                return False
+            deadline = None if timeout is None else self._now + timeout
+            self._waiting.add(cond)
+        try:
+            woken = cond.wait(self.REAL_GUARD)
+            if not woken and deadline is None:
+                raise AssertionError("FakeClock.wait: nothing woke a wait without timeout")
+            return deadline is None or self.now() < deadline
+        finally:
+            with self._lock:
+                self._waiting.discard(cond)
+
+    def sleep(self, seconds, stop=None):
+        with self._lock:
+            self.waits.append(seconds)
+            if self.auto_advance or seconds <= 0:
+                self._now += max(0.0, seconds)
+                return bool(stop is not None and stop.is_set())
+            deadline = self._now + seconds
+            while self._now < deadline and not (stop is not None and stop.is_set()):
+                if not self._tick.wait(self.REAL_GUARD):
+                    raise AssertionError("FakeClock.sleep: the test never advanced the clock")
+            return bool(stop is not None and stop.is_set())
