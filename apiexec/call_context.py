@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from apiexec.errors import ExecutorNotRunning
+from apiexec.clock import REAL, Waiter
+from apiexec.errors import DeadlineExceeded, ExecutorNotRunning
 
 #: Headers in which providers name a request (first found wins).
 REQUEST_ID_HEADERS: Final = ("x-request-id", "request-id")
@@ -48,6 +48,9 @@ class CallContext:
         retry_gate: Called before every retry; blocks until the retry may go
             (the executor's rate limiter), False if it must not.
         stop: Set when the executor shuts down: a backoff wait ends at once.
+        deadline: ``time.monotonic()`` by which the whole call must be done
+            (all attempts, backoffs and the body), or None for no deadline.
+        timeout: The deadline as seconds from submission (for messages).
     """
 
     attempts: int = 0
@@ -56,6 +59,8 @@ class CallContext:
     request_id: str | None = None
     retry_gate: RetryGate | None = None
     stop: threading.Event | None = None
+    deadline: float | None = None
+    timeout: float | None = None
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
@@ -63,16 +68,13 @@ _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
 )
 
 
-def current_context() -> CallContext | None:
-    """Return the call context of this thread, if a call is running."""
-    return _current.get()
-
-
 @contextlib.contextmanager
 def call_context(
     observer: ResponseObserver | None = None,
     retry_gate: RetryGate | None = None,
     stop: threading.Event | None = None,
+    deadline: float | None = None,
+    timeout: float | None = None,
 ) -> Iterator[CallContext]:
     """Open a call context, or join the one already open on this thread.
 
@@ -80,6 +82,9 @@ def call_context(
         observer: Added to the context's observers for the duration.
         retry_gate: Installed as the context's retry gate for the duration.
         stop: Installed as the context's stop event for the duration.
+        deadline: Monotonic time the call must end by (the earlier of this
+            and an outer deadline wins).
+        timeout: The deadline in seconds from submission, for messages.
 
     Yields:
         The context the endpoint will report into.
@@ -88,16 +93,18 @@ def call_context(
     ctx = existing if existing is not None else CallContext()
     if observer is not None:
         ctx.observers.append(observer)
-    previous = ctx.retry_gate, ctx.stop
+    previous = ctx.retry_gate, ctx.stop, ctx.deadline, ctx.timeout
     if retry_gate is not None:
         ctx.retry_gate = retry_gate
     if stop is not None:
         ctx.stop = stop
+    if deadline is not None and (ctx.deadline is None or deadline < ctx.deadline):
+        ctx.deadline, ctx.timeout = deadline, timeout
     token = _current.set(ctx) if existing is None else None
     try:
         yield ctx
     finally:
-        ctx.retry_gate, ctx.stop = previous
+        ctx.retry_gate, ctx.stop, ctx.deadline, ctx.timeout = previous
         if observer is not None:
             ctx.observers.remove(observer)
         if token is not None:
@@ -121,17 +128,51 @@ def note_attempt() -> None:
         raise ExecutorNotRunning("the executor shut down before a retry could be sent")
 
 
-def wait_before_retry(seconds: float) -> None:
+def time_left(waiter: Waiter = REAL) -> float | None:
+    """Seconds left before the running call's deadline; None without one.
+
+    The HTTP layer caps each attempt's connect/read timeouts and each
+    backoff by this, and raises :class:`~apiexec.errors.DeadlineExceeded`
+    once it reaches 0 (see :func:`check_deadline`).
+    """
+    ctx = _current.get()
+    if ctx is None or ctx.deadline is None:
+        return None
+    return ctx.deadline - waiter.now()
+
+
+def check_deadline(phase: str, waiter: Waiter = REAL) -> None:
+    """Raise if the running call's deadline has passed.
+
+    Args:
+        phase: Where the call is (see :class:`~apiexec.errors.DeadlineExceeded`).
+
+    Raises:
+        DeadlineExceeded: No time is left.
+    """
+    left = time_left(waiter)
+    if left is not None and left <= 0:
+        ctx = _current.get()
+        raise DeadlineExceeded(phase, ctx.timeout if ctx and ctx.timeout is not None else 0.0)
+
+
+def wait_before_retry(seconds: float, waiter: Waiter = REAL) -> None:
     """Sleep a retry's backoff; end it at once if the executor shuts down.
+
+    A backoff that would outlast the call's deadline is not slept at all:
+    the call fails with :class:`~apiexec.errors.DeadlineExceeded` now.
 
     Raises:
         ExecutorNotRunning: The executor shut down during the wait.
+        DeadlineExceeded: The backoff would end after the call's deadline.
     """
+    left = time_left(waiter)
+    if left is not None and seconds >= left:
+        ctx = _current.get()
+        raise DeadlineExceeded("retry", ctx.timeout if ctx and ctx.timeout is not None else 0.0)
     ctx = _current.get()
     stop = ctx.stop if ctx is not None else None
-    if stop is None:  # no executor around: a plain backoff, nothing to wake us for
-        time.sleep(seconds)
-    elif stop.wait(seconds):
+    if waiter.sleep(seconds, stop):
         raise ExecutorNotRunning("the executor shut down while a call waited to retry")
 
 
