@@ -26,3 +26,16 @@ def check_int(field: str, value: Any, low: int) -> None:
     """An int (not a bool) >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(field, f"must be an int >= {low}, got {value!r}")
+
+
+def check_at_most(field: str, value: Any, high: float) -> None:
+    """A number <= ``high``: refuses absurd settings before they fail later.
+
+    Example:
+        >>> check_at_most("timeout", 1e30, 86_400)
+        Traceback (most recent call last):
+        ...
+        apiexec.errors.ConfigError: timeout: must be at most 86400, got 1e+30
+    """
+    if value > high:
+        raise ConfigError(field, f"must be at most {high:g}, got {value!r}")
