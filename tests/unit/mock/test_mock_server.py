@@ -13,14 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from apiexec.mock.server import (
-    DEFAULT_COMPLETION_TOKENS,
-    EMBEDDING_DIMENSIONS,
-    MockServer,
-    MockServerConfig,
-    _format_duration,
-    serve_forever,
-)
+from apiexec.mock.config import DEFAULT_COMPLETION_TOKENS, EMBEDDING_DIMENSIONS
+from apiexec.mock.server import MockServer, MockServerConfig, serve_forever
+from apiexec.mock.wire import format_duration
 
 pytestmark = pytest.mark.integration
 
@@ -377,7 +372,7 @@ def test_anthropic_ratelimit_headers(make_server: Callable[..., MockServer]) -> 
      (90.25, "1m30.25s"), (360, "6m0s"), (3661, "1h1m1s")],
 )
 def test_format_duration(seconds: float, text: str) -> None:
-    assert _format_duration(seconds) == text
+    assert format_duration(seconds) == text
     assert seconds <= parse_duration(text) < seconds + 0.001  # rounded up, never early
 
 
