@@ -1,9 +1,12 @@
 """Continuous token buckets for requests and tokens, taken together.
 
-A :class:`TokenBucket` holds up to ``capacity`` units and refills
-continuously at ``capacity / interval`` units per second; it starts full.
+A :class:`TokenBucket` refills continuously at ``limit / interval`` units
+per second up to its ``capacity`` (the burst: see
+:mod:`apiexec.limits.rate_limits` for the default rule); it starts full.
 Over any window of ``w`` seconds it grants at most
-``capacity + capacity * w / interval`` units: no fixed-window 2x bursts.
+``capacity + limit * w / interval`` units (plus, once, one call's debt):
+no fixed-window 2x bursts. A single take larger than the capacity but within
+the limit (one big call) waits for a full bucket and leaves it in debt.
 
 :class:`MemoryBackend` keeps one bucket for requests and one for tokens in
 this process and takes from both **atomically**: a call gets its request and
@@ -12,11 +15,11 @@ waiting itself; :class:`~apiexec.limits.limiter.RateLimiter` does the waiting. O
 backends (shared across processes) offer the same four methods.
 
 Example:
-    >>> clock = iter([0.0, 0.0, 0.5]).__next__
-    >>> backend = MemoryBackend(limit_requests=2, limit_tokens=None,
-    ...                         interval=1.0, clock=clock)
-    >>> backend.acquire(1, 0), backend.acquire(1, 0)
-    (0.0, 0.0)
+    >>> from apiexec.limits.rate_limits import RateLimits
+    >>> clock = iter([0.0, 0.0, 0.0, 0.0]).__next__
+    >>> backend = MemoryBackend(limits=RateLimits(requests=2, interval=1.0), clock=clock)
+    >>> backend.acquire(1, 0), backend.acquire(1, 0), backend.acquire(1, 0)
+    (0.0, 0.0, 0.5)
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 from apiexec.errors import CapacityError
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 
 Clock = Callable[[], float]
 
@@ -68,9 +72,6 @@ class ServerLimits:
         return (self.limit_tokens, self.remaining_tokens, self.reset_tokens)
 
 
-#: Servers state limits per minute (OpenAI RPM/TPM, Anthropic likewise).
-SERVER_LIMIT_WINDOW: Final = 60.0
-
 #: Float slack when comparing a refilled level with an amount.
 _EPSILON = 1e-9
 
@@ -80,27 +81,39 @@ class TokenBucket:
     """One continuous bucket. Not thread-safe: its owner holds a lock.
 
     Attributes:
-        capacity: Most units the bucket holds (the limit).
+        capacity: Most units the bucket holds (the burst).
         rate: Units added per second.
-        level: Units available now (negative after a usage overrun).
+        level: Units available now (negative after a usage overrun or a
+            call larger than the capacity).
         stamp: Clock time ``level`` was computed at.
+        ceiling: Largest single take (the limit; at least ``capacity``):
+            anything larger can never be granted.
     """
 
     capacity: float
     rate: float
     level: float
     stamp: float
+    ceiling: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.ceiling = max(self.ceiling, self.capacity)
 
     @classmethod
-    def full(cls, limit: float, interval: float, now: float) -> TokenBucket:
-        """A full bucket of ``limit`` units refilling over ``interval`` s.
+    def full(cls, limit: float, interval: float, now: float, capacity: float | None = None) -> TokenBucket:
+        """A full bucket for ``limit`` units per ``interval`` s.
 
-        A limit below 1 (one request every two minutes is ``0.5`` per
-        minute) still holds one unit, so that a call can ever be granted; the
-        rate stays ``limit / interval``.
+        Args:
+            limit: Units per ``interval``; a limit below 1 (one request
+                every two minutes is ``0.5`` per minute) still holds one
+                unit, so that a call can ever be granted.
+            interval: Seconds over which ``limit`` refills.
+            now: The clock time.
+            capacity: The burst; default: the whole limit.
         """
-        capacity = max(float(limit), 1.0)
-        return cls(capacity=capacity, rate=limit / interval, level=capacity, stamp=now)
+        ceiling = max(float(limit), 1.0)
+        cap = ceiling if capacity is None else max(float(capacity), 1.0)
+        return cls(capacity=cap, rate=limit / interval, level=cap, stamp=now, ceiling=ceiling)
 
     def refill(self, now: float) -> None:
         """Add what accrued since ``stamp`` (clock going back adds nothing)."""
@@ -109,8 +122,11 @@ class TokenBucket:
             self.stamp = now
 
     def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` units are there (0.0 if they are now)."""
-        missing = amount - self.level
+        """Seconds until ``amount`` units may be taken (0.0: now).
+
+        An amount above the capacity may be taken once the bucket is full.
+        """
+        missing = min(amount, self.capacity) - self.level
         if missing <= _EPSILON:
             return 0.0
         return missing / self.rate
@@ -129,13 +145,15 @@ class LimitBackend(Protocol):
 
     limit_requests: float | None
     limit_tokens: float | None
+    limits: RateLimits
 
     def acquire(self, requests: int, tokens: int) -> float:
         """Take both amounts atomically; return 0.0, or seconds to wait.
 
         Raises:
-            CapacityError: An amount exceeds its bucket's capacity (it could
+            CapacityError: An amount exceeds its bucket's limit (it could
                 never be granted).
+            StorageError: A shared storage failed (or its circuit is open).
         """
 
     def adjust(self, tokens: float) -> None:
@@ -151,16 +169,38 @@ class LimitBackend(Protocol):
         """Bring the buckets into line with what a server reported."""
 
 
+def learnt_shape(
+    view: ServerView, limits: RateLimits | None = None, *, tokens: bool = False
+) -> tuple[float, float] | None:
+    """``(capacity, rate)`` of a bucket learnt from a server's view, or None.
+
+    The rate is the server's limit per :data:`SERVER_LIMIT_WINDOW`; the
+    capacity is what the server's bucket holds (``remaining + reset * rate``,
+    at most the limit), capped by the same burst rule as configured limits
+    (``limits.burst``/``token_burst``, else one second's worth).
+    """
+    limit, remaining, reset = view
+    if remaining is None or limit is None or not limit > 0:
+        return None
+    rate = limit / SERVER_LIMIT_WINDOW
+    server_capacity = min(float(limit), max(1.0, remaining + (reset or 0.0) * rate))
+    return (limits or RateLimits()).learnt_capacity(limit, server_capacity, tokens=tokens), rate
+
+
 def sync_bucket(
-    bucket: TokenBucket | None, learned: bool, view: ServerView, now: float
+    bucket: TokenBucket | None,
+    learned: bool,
+    view: ServerView,
+    now: float,
+    *,
+    limits: RateLimits | None = None,
+    tokens: bool = False,
 ) -> TokenBucket | None:
     """Align one bucket with a server's ``(limit, remaining, reset)`` view.
 
     The level never rises above what the server says remains. A *learned*
-    bucket (no limit was configured) also takes its rate from the server's
-    limit, read per :data:`SERVER_LIMIT_WINDOW`, and its capacity from
-    ``remaining + reset * rate`` (the server's bucket size). A configured
-    bucket keeps its own rate and capacity.
+    bucket (no limit was configured) also takes its rate and capacity from
+    the server (see :func:`learnt_shape`). A configured bucket keeps its own.
 
     Returns:
         The bucket to keep (a new one when a limit was first learned).
@@ -169,14 +209,15 @@ def sync_bucket(
     if remaining is None:
         return bucket
     if bucket is None or learned:
-        if limit is None or limit <= 0:
+        shape = learnt_shape(view, limits, tokens=tokens)
+        if shape is None:
             return bucket
-        rate = limit / SERVER_LIMIT_WINDOW
-        capacity = min(float(limit), max(1.0, remaining + (reset or 0.0) * rate))
+        capacity, rate = shape
+        assert limit is not None
         if bucket is None:
             bucket = TokenBucket(capacity=capacity, rate=rate, level=float(remaining), stamp=now)
         bucket.refill(now)
-        bucket.capacity, bucket.rate = capacity, rate
+        bucket.capacity, bucket.rate, bucket.ceiling = capacity, rate, max(float(limit), capacity)
     else:
         bucket.refill(now)
     bucket.level = min(bucket.level, float(remaining))
@@ -197,14 +238,14 @@ def take_together(
         0.0 when everything was taken; else the seconds until it could be.
 
     Raises:
-        CapacityError: An amount exceeds its bucket's capacity (for example
-            a limit learnt from headers): it could never be granted.
+        CapacityError: An amount exceeds its bucket's limit (for example a
+            limit learnt from headers): it could never be granted.
     """
     wait = max(0.0, paused_until - now)
     for bucket, amount in wants:
         if bucket is not None and amount:
-            if amount > bucket.capacity:
-                raise CapacityError(amount, bucket.capacity)
+            if amount > bucket.ceiling:
+                raise CapacityError(amount, bucket.ceiling)
             bucket.refill(now)
             wait = max(wait, bucket.wait_for(amount))
     if wait > 0.0:
@@ -215,6 +256,13 @@ def take_together(
     return 0.0
 
 
+def make_bucket(limit: float | None, capacity: float | None, interval: float, now: float) -> TokenBucket | None:
+    """A full configured bucket, or None without a limit."""
+    if limit is None:
+        return None
+    return TokenBucket.full(limit, interval, now, capacity)
+
+
 class MemoryBackend:
     """Request and token buckets in this process (the default backend).
 
@@ -222,25 +270,55 @@ class MemoryBackend:
         limit_requests: Requests per ``interval``; None for no request limit.
         limit_tokens: Tokens per ``interval``; None for no token limit.
         interval: Seconds over which each limit refills completely.
-        clock: Monotonic clock (injectable for tests).
+        clock: Monotonic clock (injectable: pass a waiter's ``now``).
+        burst: Request bucket capacity (default: see
+            :mod:`apiexec.limits.rate_limits`).
+        token_burst: Token bucket capacity (default likewise).
+        limits: All of the above as one :class:`RateLimits` (then give none
+            of the loose arguments).
+
+    Raises:
+        ConfigError: A limit, the interval or a burst is invalid.
+
+    Example:
+        >>> from apiexec.limits.rate_limits import RateLimits
+        >>> backend = MemoryBackend(limits=RateLimits.per_minute(requests=12_000))
+        >>> backend.levels()
+        (200.0, None)
     """
 
     def __init__(
         self,
-        limit_requests: float | None,
-        limit_tokens: float | None,
-        interval: float,
+        limit_requests: float | None = None,
+        limit_tokens: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
         clock: Clock = time.monotonic,
+        *,
+        burst: float | None = None,
+        token_burst: float | None = None,
+        limits: RateLimits | None = None,
     ) -> None:
-        self.limit_requests = limit_requests
-        self.limit_tokens = limit_tokens
+        self.limits = resolve_limits(
+            limits,
+            limit_requests=limit_requests,
+            limit_tokens=limit_tokens,
+            interval=interval,
+            burst=burst,
+            token_burst=token_burst,
+        )
+        self.limit_requests = self.limits.requests
+        self.limit_tokens = self.limits.tokens
         self._clock = clock
         self._lock = threading.Lock()
         now = clock()
-        self._requests = TokenBucket.full(limit_requests, interval, now) if limit_requests else None
-        self._tokens = TokenBucket.full(limit_tokens, interval, now) if limit_tokens else None
+        lim = self.limits
+        self._requests = make_bucket(lim.requests, lim.request_capacity, lim.interval, now)
+        self._tokens = make_bucket(lim.tokens, lim.token_capacity, lim.interval, now)
         self._paused_until = -math.inf
-        self._learned = (limit_requests is None, limit_tokens is None)
+        self._learned = (lim.requests is None, lim.tokens is None)
+
+    def __repr__(self) -> str:
+        return f"MemoryBackend({self.limits!r})"
 
     def acquire(self, requests: int, tokens: int) -> float:
         """Take ``requests`` and ``tokens`` together, or say how long to wait."""
@@ -275,18 +353,12 @@ class MemoryBackend:
             return out[0], out[1]
 
     def sync(self, info: ServerLimits) -> None:
-        """Align both buckets with a server's rate-limit headers."""
+        """Align both buckets with what a server reported."""
         with self._lock:
             now = self._clock()
             self._requests = sync_bucket(
-                self._requests,
-                self._learned[0],
-                (info.limit_requests, info.remaining_requests, info.reset_requests),
-                now,
+                self._requests, self._learned[0], info.requests, now, limits=self.limits
             )
             self._tokens = sync_bucket(
-                self._tokens,
-                self._learned[1],
-                (info.limit_tokens, info.remaining_tokens, info.reset_tokens),
-                now,
+                self._tokens, self._learned[1], info.tokens, now, limits=self.limits, tokens=True
             )

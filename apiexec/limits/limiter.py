@@ -5,13 +5,15 @@ The backend (:mod:`apiexec.limits.bucket`, or a shared one) answers "granted" or
 first-come first-served, and the head sleeps on a condition exactly until its
 capacity is due. Anything that changes the picture (usage refunds, a server's
 pause, shutdown) notifies the condition, so waiters wake at once instead of
-polling.
+polling. Every wait goes through an injectable :class:`~apiexec.clock.Waiter`
+(``waiter=``), so tests drive the limiter on a fake clock, exactly.
 
 Example:
     >>> from apiexec.limits.bucket import MemoryBackend
-    >>> limiter = RateLimiter(MemoryBackend(10, None, interval=60.0))
-    >>> limiter.acquire(tokens=0)
-    True
+    >>> from apiexec.limits.rate_limits import RateLimits
+    >>> limiter = RateLimiter(MemoryBackend(limits=RateLimits.per_minute(requests=10)))
+    >>> limiter.acquire(tokens=0), limiter.waiting
+    (True, 0)
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
+from apiexec import clock
+from apiexec._checks import check_positive_number
 from apiexec.errors import CapacityError
 from apiexec.limits.bucket import LimitBackend
 
@@ -42,13 +46,36 @@ class RateLimiter:
         backend: Where the buckets live.
         max_wait: Longest single sleep before re-checking cancellation; the
             sleep is normally cut short by a notification.
+        waiter: Blocks on the limiter's condition (a fake one in tests). A
+            :class:`~apiexec.limits.bucket.MemoryBackend` on the same fake
+            time takes ``clock=waiter.now``.
+
+    Raises:
+        ConfigError: ``max_wait`` is not a finite number > 0.
     """
 
-    def __init__(self, backend: LimitBackend, *, max_wait: float = DEFAULT_MAX_WAIT) -> None:
+    def __init__(
+        self,
+        backend: LimitBackend,
+        *,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        waiter: clock.Waiter = clock.REAL,
+    ) -> None:
+        check_positive_number("max_wait", max_wait)
         self.backend = backend
+        self.waiter = waiter
         self._max_wait = max_wait
         self._cond = threading.Condition()
         self._waiters: deque[object] = deque()
+
+    def __repr__(self) -> str:
+        return f"RateLimiter({self.backend!r}, waiting={self.waiting})"
+
+    @property
+    def waiting(self) -> int:
+        """Callers blocked in :meth:`acquire` right now (their turn kept)."""
+        with self._cond:
+            return len(self._waiters)
 
     def check_fits(self, tokens: int) -> None:
         """Raise if ``tokens`` can never fit inside the token limit.
@@ -105,7 +132,7 @@ class RateLimiter:
                 wait = self.backend.acquire(1, tokens)
                 if wait == 0.0:
                     return True
-            self._cond.wait(min(wait, self._max_wait))
+            self.waiter.wait(self._cond, min(wait, self._max_wait))
         return False
 
     def adjust(self, tokens: float) -> None:

@@ -11,6 +11,15 @@ server with the server's clock (``TIME``): the same continuous-bucket math as
 :class:`~apiexec.limits.bucket.TokenBucket`, taking request and token capacity
 together or not at all. Each write sets ``PEXPIRE`` to the time after which
 the buckets would be full (and any pause over) anyway, so idle keys vanish.
+Every number the scripts use (interval, limits, bucket capacities, the
+window servers state limits in) comes from :class:`RateLimits` as an
+argument: the scripts hold no defaults of their own.
+
+Every command has a short timeout (connect and read, :data:`DEFAULT_SOCKET_TIMEOUT`;
+``?socket_timeout=`` in the URL overrides it), and a circuit breaker
+(:mod:`apiexec.limits.breaker`) fails calls at once while the server is
+down or frozen, probing it again after a cool-down: a dead Redis costs a
+few fast failures, a frozen one a single timeout, not one per call.
 
 Every script touches one key, so it runs unchanged on Redis Cluster (the key
 decides the slot). For Cluster or Sentinel, build the client yourself and
@@ -33,7 +42,9 @@ from types import ModuleType
 from typing import Any, Final, TypeVar
 
 from apiexec.errors import CapacityError, ConfigError, StorageError
-from apiexec.limits.bucket import ServerLimits
+from apiexec.limits.breaker import CircuitBreaker
+from apiexec.limits.bucket import ServerLimits, learnt_shape
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 from apiexec.limits.storage import redact_url
 
 logger = logging.getLogger(__name__)
@@ -41,12 +52,14 @@ logger = logging.getLogger(__name__)
 #: Prefix of every key apiexec writes.
 KEY_PREFIX: Final = "apiexec:limits:"
 
-#: Seconds to connect, and to wait for an answer, before failing.
-DEFAULT_CONNECT_TIMEOUT: Final = 2.0
-DEFAULT_SOCKET_TIMEOUT: Final = 5.0
+#: Seconds to connect, and to wait for an answer, before failing. Every
+#: script runs in well under a millisecond on the server: a second of
+#: silence means a frozen or unreachable server, not a slow answer.
+DEFAULT_CONNECT_TIMEOUT: Final = 1.0
+DEFAULT_SOCKET_TIMEOUT: Final = 1.0
 
 #: Retries of a broken connection (redis-py's own) before a call fails.
-DEFAULT_RETRIES: Final = 2
+DEFAULT_RETRIES: Final = 1
 
 #: An idle key lives this long after its buckets would be full again.
 EXPIRY_MARGIN: Final = 1.0
@@ -54,7 +67,8 @@ EXPIRY_MARGIN: Final = 1.0
 _T = TypeVar("_T")
 
 # Shared by every script: read the hash, rebuild this process's buckets.
-# ARGV[1..3] = interval, limit_requests, limit_tokens ("" for none).
+# ARGV[1..6] = interval, limit_requests, limit_tokens, request capacity,
+# token capacity ("" for none), the window servers state limits in.
 _PRELUDE: Final = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local key = KEYS[1]
@@ -62,6 +76,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
+local capacities = {tonumber(ARGV[4]), tonumber(ARGV[5])}
+local window = tonumber(ARGV[6])
 local prefixes = {'r', 't'}
 local EPSILON = 1e-9
 local MARGIN = @MARGIN@
@@ -77,8 +93,9 @@ local function load(i)
   if stamp and stamp > now then clamped = true end
   local limit = limits[i]
   if limit then
-    local cap = math.max(limit, 1)  -- a limit below 1 still holds one unit (see TokenBucket.full)
-    local b = {cap = cap, rate = limit / interval, level = cap, stamp = now, learned = false}
+    local cap = math.max(capacities[i], 1)  -- see TokenBucket.full
+    local ceiling = math.max(limit, cap, 1)
+    local b = {cap = cap, ceiling = ceiling, rate = limit / interval, level = cap, stamp = now, learned = false}
     if level and stamp then
       b.level, b.stamp = math.min(level, cap), math.min(stamp, now)
     end
@@ -86,7 +103,8 @@ local function load(i)
   end
   local cap, rate = tonumber(f[3]), tonumber(f[4])
   if not (level and stamp and cap and rate and cap > 0 and rate > 0) then return nil end
-  return {cap = cap, rate = rate, level = math.min(level, cap), stamp = math.min(stamp, now), learned = true}
+  return {cap = cap, ceiling = math.max(rate * window, cap), rate = rate,
+          level = math.min(level, cap), stamp = math.min(stamp, now), learned = true}
 end
 
 local function refill(b)
@@ -97,7 +115,7 @@ local function refill(b)
 end
 
 local function wait_for(b, amount)
-  local missing = amount - b.level
+  local missing = math.min(amount, b.cap) - b.level  -- more than cap: wait for a full bucket
   if missing <= EPSILON then return 0 end
   return missing / b.rate
 end
@@ -124,14 +142,14 @@ local function save()
 end
 """.replace("@MARGIN@", repr(EXPIRY_MARGIN))
 
-# ARGV[4], ARGV[5] = requests, tokens. Returns "0" (taken) or the wait.
+# ARGV[7], ARGV[8] = requests, tokens. Returns "0" (taken) or the wait.
 _ACQUIRE: Final = """
-local amounts = {tonumber(ARGV[4]), tonumber(ARGV[5])}
+local amounts = {tonumber(ARGV[7]), tonumber(ARGV[8])}
 local wait = math.max(0, paused - now)
 for i = 1, 2 do
   local b = buckets[i]
-  if b and amounts[i] > b.cap then
-    return 'cap:' .. fmt(amounts[i]) .. ':' .. fmt(b.cap)  -- can never be granted
+  if b and amounts[i] > b.ceiling then
+    return 'cap:' .. fmt(amounts[i]) .. ':' .. fmt(b.ceiling)  -- can never be granted
   end
   if b and amounts[i] > 0 then
     refill(b)
@@ -149,20 +167,20 @@ save()
 return '0'
 """
 
-# ARGV[4] = tokens to give back (negative: to charge).
+# ARGV[7] = tokens to give back (negative: to charge).
 _ADJUST: Final = """
 local b = buckets[2]
 if b then
   refill(b)
-  b.level = math.min(b.cap, b.level + tonumber(ARGV[4]))
+  b.level = math.min(b.cap, b.level + tonumber(ARGV[7]))
   save()
 end
 return 0
 """
 
-# ARGV[4] = seconds.
+# ARGV[7] = seconds.
 _PAUSE: Final = """
-paused = math.max(paused, now + tonumber(ARGV[4]))
+paused = math.max(paused, now + tonumber(ARGV[7]))
 save()
 return 0
 """
@@ -176,21 +194,21 @@ end
 return out
 """
 
-# ARGV[4..9] = limit, remaining, reset of requests then tokens ("" = unknown).
+# ARGV[7..12] = remaining, learnt capacity, learnt rate of requests then
+# tokens ("" = unknown), the shape computed by apiexec.limits.bucket.learnt_shape.
 # The same rules as apiexec.limits.bucket.sync_bucket.
 _SYNC: Final = """
 local function sync(i)
-  local base = 4 + (i - 1) * 3
-  local limit, remaining, reset = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local base = 7 + (i - 1) * 3
+  local remaining, cap, rate = tonumber(ARGV[base]), tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
   local b = buckets[i]
   if remaining == nil then return end
   if b == nil or limits[i] == nil then
-    if limit == nil or limit <= 0 then return end
-    local rate = limit / 60
-    local cap = math.min(limit, math.max(1, remaining + (reset or 0) * rate))
+    if cap == nil or rate == nil then return end
     if b == nil then b = {cap = cap, rate = rate, level = remaining, stamp = now} end
     refill(b)
     b.cap, b.rate, b.learned = cap, rate, true
+    b.ceiling = math.max(rate * window, cap)
   else
     refill(b)
   end
@@ -240,10 +258,16 @@ class RedisBackend:
         interval: Seconds over which each limit refills completely.
         client: A ready redis-py client instead of ``url``: a
             ``redis.cluster.RedisCluster``, or a Sentinel's
-            ``sentinel.master_for("mymaster")``.
+            ``sentinel.master_for("mymaster")`` (give it short timeouts too).
+        burst: Request bucket capacity (see :mod:`apiexec.limits.rate_limits`).
+        token_burst: Token bucket capacity.
+        limits: The limits as one :class:`RateLimits` instead of the loose
+            arguments.
+        breaker: The circuit breaker (default: one of this backend's own).
 
     Raises:
-        ConfigError: redis-py is not installed, or the URL is malformed.
+        ConfigError: redis-py is not installed, the URL is malformed, or a
+            limit is invalid.
         StorageError: The server cannot be reached (the message names the
             URL without its password).
 
@@ -261,21 +285,44 @@ class RedisBackend:
         url: str | None = None,
         *,
         key: str,
-        limit_requests: float | None,
-        limit_tokens: float | None,
-        interval: float,
+        limit_requests: float | None = None,
+        limit_tokens: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
         client: Any = None,
+        burst: float | None = None,
+        token_burst: float | None = None,
+        limits: RateLimits | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if (url is None) == (client is None):
             raise ConfigError("storage", "give a redis:// URL or a client, not both or neither")
-        self.limit_requests = limit_requests
-        self.limit_tokens = limit_tokens
+        self.limits = resolve_limits(
+            limits,
+            limit_requests=limit_requests,
+            limit_tokens=limit_tokens,
+            interval=interval,
+            burst=burst,
+            token_burst=token_burst,
+        )
+        self.limit_requests = self.limits.requests
+        self.limit_tokens = self.limits.tokens
         self.key = key
         self.redis_key = KEY_PREFIX + key
         self.url = redact_url(url) if url is not None else f"redis client {type(client).__name__}"
+        self.breaker = breaker or CircuitBreaker(self.url)
         self._password = _password_of(url)
-        self._interval = float(interval)
-        self._error_type: type[Exception] = _import_redis().RedisError
+        lim = self.limits
+        self._prefix_args: list[str | float] = [
+            lim.interval,
+            _arg(lim.requests),
+            _arg(lim.tokens),
+            _arg(lim.request_capacity),
+            _arg(lim.token_capacity),
+            SERVER_LIMIT_WINDOW,
+        ]
+        redis = _import_redis()
+        self._error_type: type[Exception] = redis.RedisError
+        self._timeout_type: type[Exception] = redis.TimeoutError
         self._client = client if client is not None else self._connect(url or "")
         register = self._client.register_script
         self._acquire = register(_PRELUDE + _ACQUIRE)
@@ -291,7 +338,7 @@ class RedisBackend:
             raise
 
     def __repr__(self) -> str:
-        return f"RedisBackend({self.url!r}, key={self.key!r})"
+        return f"RedisBackend({self.url!r}, key={self.key!r}, {self.limits!r})"
 
     def _connect(self, url: str) -> Any:
         redis = _import_redis()
@@ -343,14 +390,14 @@ class RedisBackend:
         )
 
     def sync(self, info: ServerLimits) -> None:
-        """Align the shared buckets with a server's rate-limit headers."""
+        """Align the shared buckets with what a server reported."""
         if info.remaining_requests is None and info.remaining_tokens is None:
             return
-        self._script(
-            self._sync,
-            info.limit_requests, info.remaining_requests, info.reset_requests,
-            info.limit_tokens, info.remaining_tokens, info.reset_tokens,
-        )  # fmt: skip
+        args: list[float | None] = []
+        for view, tokens in ((info.requests, False), (info.tokens, True)):
+            shape = learnt_shape(view, self.limits, tokens=tokens)
+            args += [view[1], *(shape or (None, None))]
+        self._script(self._sync, *args)
 
     def ttl(self) -> float | None:
         """Seconds until the key vanishes if idle (None: no such key)."""
@@ -364,20 +411,26 @@ class RedisBackend:
     # -- plumbing --------------------------------------------------------------
 
     def _script(self, script: Any, *args: float | None) -> Any:
-        argv: Sequence[str | float] = [
-            self._interval, _arg(self.limit_requests), _arg(self.limit_tokens), *map(_arg, args)
-        ]
+        argv: Sequence[str | float] = [*self._prefix_args, *map(_arg, args)]
         return self._call(lambda: script(keys=[self.redis_key], args=argv))
 
     def _call(self, operation: Callable[[], _T]) -> _T:
-        """Run one command; map redis-py's errors to :class:`StorageError`."""
+        """Run one command through the breaker; map redis-py's errors.
+
+        Raises:
+            StorageError: The command failed, or the breaker is open.
+        """
+        self.breaker.before_call()
         try:
-            return operation()
+            result = operation()
         except self._error_type as exc:
             message = self._scrub(str(exc)) or type(exc).__name__
-            raise StorageError(
-                f"limit storage {self.url} (key {self.key!r}) failed: {message}", url=self.url
-            ) from exc
+            error = StorageError(f"limit storage {self.url} (key {self.key!r}) failed: {message}", url=self.url)
+            # A timeout trips at once: every further try would cost as much.
+            self.breaker.record_failure(error, trip=isinstance(exc, self._timeout_type))
+            raise error from exc
+        self.breaker.record_success()
+        return result
 
     def _scrub(self, text: str) -> str:
         """Never show a password, even if an error message echoes the URL."""

@@ -6,8 +6,23 @@ the end of a server-requested pause. Every change is one ``BEGIN IMMEDIATE``
 transaction: load the row, rebuild :class:`~apiexec.limits.bucket.TokenBucket`
 objects, compute with the very same math as the in-memory backend, store.
 ``BEGIN IMMEDIATE`` takes the write lock before reading, so two processes
-never both see the same capacity; the busy timeout makes them queue for it
-instead of failing, and WAL lets ``levels()`` read without waiting.
+never both see the same capacity; the busy timeout (short, bounded) makes
+them queue for it instead of failing.
+
+**Failure model.** The file uses a rollback journal (``TRUNCATE``) and no
+memory mapping (``mmap_size=0``), not WAL: WAL's ``-shm`` index is always
+``mmap``'ed, and when that file is truncated or cannot be backed (deleted and
+re-created by another process, a full disk) the next access kills the process
+with SIGBUS, which Python cannot catch. With plain reads and writes every
+such fault is an error code, mapped to :class:`~apiexec.errors.StorageError`.
+Before each operation the backend checks that the path still names the file
+it opened and that the file is still writable: a file removed, replaced or
+made read-only mid-run fails calls clearly instead of splitting the fleet
+onto two files. A circuit breaker (:mod:`apiexec.limits.breaker`) then fails
+calls at once while the file stays unusable, and re-opens the path (creating
+a new, full file if it was removed) on its periodic probe. ``synchronous=OFF``:
+the levels are a few seconds' state, a crashed process loses nothing (the OS
+has the writes), and only a power cut could damage the file (then delete it).
 
 The clock is the host's wall clock (``time.time``), which every process of
 the host shares. A step backwards credits no refill (stamps in the future are
@@ -23,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -34,13 +50,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from apiexec.errors import StorageError
-from apiexec.limits.bucket import Clock, ServerLimits, TokenBucket, sync_bucket, take_together
+from apiexec.errors import ConfigError, StorageError
+from apiexec.limits.breaker import CircuitBreaker
+from apiexec.limits.bucket import Clock, ServerLimits, TokenBucket, make_bucket, sync_bucket, take_together
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a process waits for another one's write lock before failing.
-DEFAULT_BUSY_TIMEOUT: Final = 10.0
+#: Seconds a process waits for another one's write lock before failing. A
+#: transaction holds it for well under a millisecond: a lock held for
+#: seconds means a stuck process, and admission should say so.
+DEFAULT_BUSY_TIMEOUT: Final = 5.0
+
+#: Longest busy timeout accepted (``?timeout=`` in the URL).
+MAX_BUSY_TIMEOUT: Final = 60.0
 
 #: Pause between retries when SQLite reports busy without waiting itself.
 _BUSY_RETRY_SLEEP: Final = 0.005
@@ -81,22 +104,30 @@ class _State:
     clock_went_back: bool = False  # a stamp was clamped: store it, or stay stuck
 
 
-def _load_bucket(limit: float | None, interval: float, cols: _Row, now: float) -> TokenBucket | None:
+def _load_bucket(
+    limit: float | None, capacity: float | None, interval: float, cols: _Row, now: float
+) -> TokenBucket | None:
     """This process's view of one stored bucket.
 
     With a limit of its own, the process uses its own capacity and rate on
     the shared level; without one, the capacity and rate a server taught
     (any process) are used, if any.
     """
-    level, stamp, capacity, rate = cols
-    if limit:
-        bucket = TokenBucket.full(limit, interval, now)
+    level, stamp, learnt_capacity, rate = cols
+    bucket = make_bucket(limit, capacity, interval, now)
+    if bucket is not None:
         if level is not None and stamp is not None:
             bucket.level, bucket.stamp = min(level, bucket.capacity), min(stamp, now)
         return bucket
-    if level is None or stamp is None or not capacity or not rate:
+    if level is None or stamp is None or not learnt_capacity or not rate:
         return None
-    return TokenBucket(capacity=capacity, rate=rate, level=min(level, capacity), stamp=min(stamp, now))
+    return TokenBucket(
+        capacity=learnt_capacity,
+        rate=rate,
+        level=min(level, learnt_capacity),
+        stamp=min(stamp, now),
+        ceiling=rate * SERVER_LIMIT_WINDOW,
+    )
 
 
 def _dump_bucket(bucket: TokenBucket | None, learned: bool) -> _Row:
@@ -126,11 +157,18 @@ class SQLiteBackend:
         limit_requests: This process's requests per ``interval``, or None.
         limit_tokens: This process's tokens per ``interval``, or None.
         interval: Seconds over which each limit refills completely.
-        busy_timeout: Seconds to wait for another process's write lock.
+        busy_timeout: Seconds to wait for another process's write lock
+            (at most :data:`MAX_BUSY_TIMEOUT`).
         clock: Wall clock shared by the processes (injectable for tests).
         display: How to name the storage in errors (default: its URL).
+        burst: Request bucket capacity (see :mod:`apiexec.limits.rate_limits`).
+        token_burst: Token bucket capacity.
+        limits: The limits as one :class:`RateLimits` instead of the loose
+            arguments.
+        breaker: The circuit breaker (default: one of this backend's own).
 
     Raises:
+        ConfigError: A limit or the busy timeout is invalid.
         StorageError: The file cannot be opened or initialised.
 
     Example:
@@ -145,29 +183,49 @@ class SQLiteBackend:
         path: str | os.PathLike[str],
         *,
         key: str,
-        limit_requests: float | None,
-        limit_tokens: float | None,
-        interval: float,
+        limit_requests: float | None = None,
+        limit_tokens: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Clock = time.time,
         display: str | None = None,
+        burst: float | None = None,
+        token_burst: float | None = None,
+        limits: RateLimits | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        self.limit_requests = limit_requests
-        self.limit_tokens = limit_tokens
+        self.limits = resolve_limits(
+            limits,
+            limit_requests=limit_requests,
+            limit_tokens=limit_tokens,
+            interval=interval,
+            burst=burst,
+            token_burst=token_burst,
+        )
+        if not (isinstance(busy_timeout, (int, float)) and 0 < busy_timeout <= MAX_BUSY_TIMEOUT):
+            raise ConfigError("busy_timeout", f"must be seconds in (0, {MAX_BUSY_TIMEOUT:g}], got {busy_timeout!r}")
+        self.limit_requests = self.limits.requests
+        self.limit_tokens = self.limits.tokens
         self.key = key
         self.path = Path(path)
         self.url = display or f"sqlite:///{self.path}"
-        self._interval = float(interval)
-        self._busy_timeout = busy_timeout
+        self.breaker = breaker or CircuitBreaker(self.url)
+        self._busy_timeout = float(busy_timeout)
         self._clock = clock
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int, int] | None = None  # (st_dev, st_ino, st_mode) at open
         self._pid = os.getpid()
         self._orphans: list[sqlite3.Connection] = []
         self._run(lambda conn: None)  # open now: a bad path fails at start
 
     def __repr__(self) -> str:
-        return f"SQLiteBackend({self.url!r}, key={self.key!r})"
+        return f"SQLiteBackend({self.url!r}, key={self.key!r}, {self.limits!r})"
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds an open connection to the file."""
+        return self._conn is not None and self._pid == os.getpid()
 
     # -- the LimitBackend protocol ---------------------------------------------
 
@@ -175,7 +233,9 @@ class SQLiteBackend:
         """Take ``requests`` and ``tokens`` together, or say how long to wait.
 
         Raises:
-            StorageError: The file cannot be read or written.
+            CapacityError: An amount exceeds its bucket's limit.
+            StorageError: The file cannot be read or written, or the
+                breaker is open.
         """
 
         def take(state: _State, now: float) -> float:
@@ -223,22 +283,16 @@ class SQLiteBackend:
         return self._run(read, write=False)
 
     def sync(self, info: ServerLimits) -> None:
-        """Align the shared buckets with a server's rate-limit headers."""
+        """Align the shared buckets with what a server reported."""
         if info.remaining_requests is None and info.remaining_tokens is None:
             return
 
         def align(state: _State, now: float) -> None:
             state.requests = sync_bucket(
-                state.requests,
-                self.limit_requests is None,
-                (info.limit_requests, info.remaining_requests, info.reset_requests),
-                now,
+                state.requests, self.limit_requests is None, info.requests, now, limits=self.limits
             )
             state.tokens = sync_bucket(
-                state.tokens,
-                self.limit_tokens is None,
-                (info.limit_tokens, info.remaining_tokens, info.reset_tokens),
-                now,
+                state.tokens, self.limit_tokens is None, info.tokens, now, limits=self.limits, tokens=True
             )
 
         self._update(align, store_if=lambda _: True)
@@ -274,9 +328,10 @@ class SQLiteBackend:
     def _load(self, conn: sqlite3.Connection, now: float) -> _State:
         row = conn.execute(_SELECT, (self.key,)).fetchone() or (None,) * len(_COLUMNS)
         paused = row[8]
+        lim = self.limits
         return _State(
-            requests=_load_bucket(self.limit_requests, self._interval, row[0:4], now),
-            tokens=_load_bucket(self.limit_tokens, self._interval, row[4:8], now),
+            requests=_load_bucket(lim.requests, lim.request_capacity, lim.interval, row[0:4], now),
+            tokens=_load_bucket(lim.tokens, lim.token_capacity, lim.interval, row[4:8], now),
             paused_until=-math.inf if paused is None else paused,
             clock_went_back=any(stamp is not None and stamp > now for stamp in (row[1], row[5])),
         )
@@ -292,12 +347,23 @@ class SQLiteBackend:
         conn.execute(_UPSERT, (self.key, *values, paused))
 
     def _run(self, operation: Callable[[sqlite3.Connection], _T], *, write: bool = True) -> _T:
-        """Run ``operation`` in one transaction, waiting out other processes' locks.
+        """Run ``operation`` in one transaction, through the circuit breaker.
 
         Raises:
-            StorageError: Any SQLite error, or the lock stayed busy for
-                longer than ``busy_timeout``.
+            StorageError: Any SQLite error, the file is gone or read-only,
+                the lock stayed busy for longer than ``busy_timeout``, or the
+                breaker is open.
         """
+        self.breaker.before_call()
+        try:
+            result = self._run_locked(operation, write)
+        except _Failure as failure:
+            self.breaker.record_failure(failure.error, trip=failure.trip)
+            raise failure.error from failure.__cause__
+        self.breaker.record_success()
+        return result
+
+    def _run_locked(self, operation: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
         deadline = time.monotonic() + self._busy_timeout
         with self._lock:
             while True:
@@ -305,15 +371,20 @@ class SQLiteBackend:
                     return self._attempt(operation, write)
                 except sqlite3.Error as exc:
                     if _is_busy(exc) and time.monotonic() < deadline:
-                        # Another process holds the write lock past SQLite's own busy
+                        # Another process holds the lock past SQLite's own busy
                         # handler. Nothing can wake us across processes, so, like that
                         # handler, nap briefly and retry until busy_timeout.
                         time.sleep(_BUSY_RETRY_SLEEP)
                         continue
-                    raise self._error(exc) from exc
+                    self._drop_connection()
+                    raise _Failure(self._error(str(exc), exc), trip=_is_busy(exc)) from exc
+                except OSError as exc:
+                    self._drop_connection()
+                    raise _Failure(self._error(f"{exc.strerror or exc} ({self.path})", exc)) from exc
 
     def _attempt(self, operation: Callable[[sqlite3.Connection], _T], write: bool) -> _T:
         conn = self._connection()
+        self._check_file()
         if not write:
             return operation(conn)  # one SELECT: a consistent snapshot on its own
         conn.execute("BEGIN IMMEDIATE")
@@ -326,6 +397,30 @@ class SQLiteBackend:
             raise
         return result
 
+    def _check_file(self) -> None:
+        """Fail if the path no longer names the writable file we opened.
+
+        One ``stat`` (a microsecond or two): cheaper than finding out later
+        that half the fleet writes to a deleted file and half to a new one.
+
+        Raises:
+            _Failure: The file was removed, replaced or made read-only.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._drop_connection()
+            raise _Failure(self._error("the file was removed", None), trip=True) from None
+        identity = (st.st_dev, st.st_ino, st.st_mode)
+        if identity == self._identity:
+            return
+        if self._identity is None or identity[:2] != self._identity[:2]:
+            self._drop_connection()
+            raise _Failure(self._error("the file was replaced by another file", None), trip=True)
+        if not os.access(self.path, os.W_OK):
+            raise _Failure(self._error("the file was made read-only", None), trip=True)
+        self._identity = identity  # a mode change that left it writable
+
     def _connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
             # A connection must not cross fork(): keep the parent's unclosed
@@ -337,25 +432,45 @@ class SQLiteBackend:
             self._conn = self._open()
         return self._conn
 
+    def _drop_connection(self) -> None:
+        """Forget the connection after a failure: the next try opens the path anew."""
+        conn, self._conn, self._identity = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
     def _open(self) -> sqlite3.Connection:
         directory = self.path.absolute().parent
         if not directory.is_dir():
-            raise StorageError(
-                f"limit storage {self.url}: directory {directory} does not exist (create it first)", url=self.url
-            )
+            raise _Failure(self._error(f"directory {directory} does not exist (create it first)", None))
         conn = sqlite3.connect(
             self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA mmap_size=0")  # plain reads: an I/O fault is an error, not SIGBUS
+            mode = conn.execute("PRAGMA journal_mode=TRUNCATE").fetchone()[0]
+            if str(mode).lower() == "wal":  # pragma: no cover - a file an older version left in WAL
+                logger.warning("limit storage %s stays in WAL mode while other processes use it", self.url)
+            conn.execute("PRAGMA synchronous=OFF")
             conn.execute(_CREATE)
+            st = os.stat(self.path)
         except BaseException:
             conn.close()
             raise
+        self._identity = (st.st_dev, st.st_ino, st.st_mode)
         logger.debug("opened limit storage %s", self.url)
         return conn
 
-    def _error(self, exc: sqlite3.Error) -> StorageError:
-        why = f"still locked by another process after {self._busy_timeout:g}s" if _is_busy(exc) else str(exc)
+    def _error(self, why: str, exc: BaseException | None) -> StorageError:
+        if isinstance(exc, sqlite3.Error) and _is_busy(exc):
+            why = f"still locked by another process after {self._busy_timeout:g}s"
         return StorageError(f"limit storage {self.url} (key {self.key!r}) failed: {why}", url=self.url)
+
+
+class _Failure(Exception):
+    """A storage failure on its way to the breaker (never leaves this module)."""
+
+    def __init__(self, error: StorageError, *, trip: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.trip = trip

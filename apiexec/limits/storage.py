@@ -35,6 +35,7 @@ from typing import Final
 
 from apiexec.errors import ConfigError
 from apiexec.limits.bucket import LimitBackend, MemoryBackend
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits, resolve_limits
 
 #: The default storage: buckets in this process.
 DEFAULT_STORAGE: Final = "memory://"
@@ -116,8 +117,12 @@ def _parse_sqlite(url: str, display: str) -> StorageURL:
             busy_timeout = float(value)
         except ValueError:
             busy_timeout = math.nan
-        if not (math.isfinite(busy_timeout) and busy_timeout > 0):
-            raise ConfigError("storage", f"{display!r}: timeout must be a number of seconds > 0, got {value!r}")
+        from apiexec.limits.sqlite import MAX_BUSY_TIMEOUT
+
+        if not (math.isfinite(busy_timeout) and 0 < busy_timeout <= MAX_BUSY_TIMEOUT):
+            raise ConfigError(
+                "storage", f"{display!r}: timeout must be seconds in (0, {MAX_BUSY_TIMEOUT:g}], got {value!r}"
+            )
     return StorageURL("sqlite", url, display, path=Path(path), busy_timeout=busy_timeout)
 
 
@@ -125,9 +130,12 @@ def backend_from_url(
     url: str,
     *,
     key: str,
-    limit_requests: float | None,
-    limit_tokens: float | None,
-    interval: float,
+    limit_requests: float | None = None,
+    limit_tokens: float | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    burst: float | None = None,
+    token_burst: float | None = None,
+    limits: RateLimits | None = None,
 ) -> LimitBackend:
     """The backend that keeps ``key``'s buckets in the storage ``url``.
 
@@ -141,16 +149,29 @@ def backend_from_url(
         limit_requests: This process's requests per ``interval``, or None.
         limit_tokens: This process's tokens per ``interval``, or None.
         interval: Seconds over which each limit refills completely.
+        burst: Request bucket capacity (see :mod:`apiexec.limits.rate_limits`).
+        token_burst: Token bucket capacity.
+        limits: All of the above as one :class:`RateLimits` (then give none
+            of the loose arguments).
 
     Raises:
-        ConfigError: The URL or the key is invalid, or redis-py is missing.
+        ConfigError: The URL, the key or a limit is invalid, or redis-py is
+            missing.
         StorageError: The storage cannot be reached or opened.
     """
     parsed = parse_storage_url(url)
     if not isinstance(key, str) or not key or key != key.strip():
         raise ConfigError("key", f"must be a non-empty string without surrounding spaces, got {key!r}")
+    limits = resolve_limits(
+        limits,
+        limit_requests=limit_requests,
+        limit_tokens=limit_tokens,
+        interval=interval,
+        burst=burst,
+        token_burst=token_burst,
+    )
     if parsed.scheme == "memory":
-        return MemoryBackend(limit_requests, limit_tokens, interval)
+        return MemoryBackend(limits=limits)
     if parsed.scheme == "sqlite":
         from apiexec.limits.sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
@@ -158,21 +179,13 @@ def backend_from_url(
         return SQLiteBackend(
             parsed.path,
             key=key,
-            limit_requests=limit_requests,
-            limit_tokens=limit_tokens,
-            interval=interval,
+            limits=limits,
             busy_timeout=parsed.busy_timeout or DEFAULT_BUSY_TIMEOUT,
             display=parsed.display,
         )
     from apiexec.limits.redis import RedisBackend
 
-    return RedisBackend(
-        parsed.url,
-        key=key,
-        limit_requests=limit_requests,
-        limit_tokens=limit_tokens,
-        interval=interval,
-    )
+    return RedisBackend(parsed.url, key=key, limits=limits)
 
 
 __all__ = ["DEFAULT_KEY", "DEFAULT_STORAGE", "StorageURL", "backend_from_url", "parse_storage_url", "redact_url"]

@@ -13,9 +13,11 @@ import pytest
 from apiexec import APICalling, Endpoint, EndpointConfig, RateLimitedExecutor, StorageError
 from apiexec.cli import main as cli_main
 from apiexec.errors import ConfigError
+from apiexec.limits.breaker import CircuitBreaker
 from apiexec.limits.bucket import MemoryBackend, ServerLimits
 from apiexec.limits.sqlite import SQLiteBackend
 from apiexec.limits.storage import backend_from_url, parse_storage_url, redact_url
+from tests.helpers import FakeClock as HelperClock
 
 ROOT = Path(__file__).resolve().parents[3]
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
@@ -260,8 +262,10 @@ def test_sqlite_waits_out_another_process_lock_instead_of_failing(tmp_path):
     blocker.close()
 
 
-def test_sqlite_lock_held_too_long_is_a_storage_error(tmp_path):
-    backend = sqlite_backend(tmp_path, 5, None, 1.0, time.time, busy_timeout=0.2)
+def test_sqlite_lock_held_too_long_is_a_storage_error_and_opens_the_breaker(tmp_path):
+    breaker_clock = HelperClock()
+    breaker = CircuitBreaker("sqlite:///limits.db", clock=breaker_clock)
+    backend = sqlite_backend(tmp_path, 5, None, 1.0, time.time, busy_timeout=0.2, breaker=breaker)
     blocker = sqlite3.connect(tmp_path / "limits.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
@@ -270,7 +274,12 @@ def test_sqlite_lock_held_too_long_is_a_storage_error(tmp_path):
     finally:
         blocker.rollback()
         blocker.close()
-    assert backend.acquire(1, 0) == 0.0
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="unavailable after 1 failure"):
+        backend.acquire(1, 0)  # a timeout opens the breaker at once: no second 0.2 s wait
+    assert time.monotonic() - started < 0.1
+    breaker_clock.advance(1.0)  # cool-down over: the probe finds the lock free
+    assert backend.acquire(1, 0) == 0.0 and breaker.state == "closed"
 
 
 def test_sqlite_missing_directory_is_a_clear_error_at_start(tmp_path):
@@ -286,16 +295,26 @@ def test_sqlite_file_that_is_not_a_database_is_a_storage_error(tmp_path):
         sqlite_backend(tmp_path, 1, None, 1.0, time.time)
 
 
-def test_sqlite_reopens_after_close_and_after_fork(tmp_path, monkeypatch):
+def test_sqlite_reopens_after_close_and_after_fork(tmp_path):
     backend = sqlite_backend(tmp_path, 3, None, 60.0, FakeClock())
     backend.acquire(1, 0)
     backend.close()
     backend.close()  # safe twice
-    assert backend.levels()[0] == pytest.approx(2)
-    inherited = backend._conn
-    monkeypatch.setattr(os, "getpid", lambda: -1)  # as if in a forked child
-    backend.acquire(1, 0)
-    assert backend._conn is not inherited and inherited in backend._orphans
+    assert not backend.is_open
+    assert backend.levels()[0] == pytest.approx(2) and backend.is_open
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the inherited connection is not its own
+        try:
+            ok = not backend.is_open and backend.acquire(1, 0) == 0.0 and backend.is_open
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 10) == b"ok"
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert backend.is_open and backend.levels()[0] == pytest.approx(1)  # the child's take is shared
     assert "limits.db" in repr(backend)
 
 
@@ -511,7 +530,7 @@ HAMMER = r"""
 import sys
 from apiexec.limits.storage import backend_from_url
 url, key, tries = sys.argv[1], sys.argv[2], int(sys.argv[3])
-backend = backend_from_url(url, key=key, limit_requests=100, limit_tokens=None, interval=3600.0)
+backend = backend_from_url(url, key=key, limit_requests=100, limit_tokens=None, interval=3600.0, burst=100)
 print("ready", flush=True)
 sys.stdin.readline()
 print(sum(backend.acquire(1, 0) == 0.0 for _ in range(tries)), flush=True)
@@ -530,7 +549,9 @@ def _hammer_threads(url, key, threads, tries, limit_tokens=None, tokens=0):
     granted = []
 
     def run():
-        backend = backend_from_url(url, key=key, limit_requests=100, limit_tokens=limit_tokens, interval=3600.0)
+        backend = backend_from_url(
+            url, key=key, limit_requests=100, limit_tokens=limit_tokens, interval=3600.0, burst=100
+        )
         barrier.wait()
         granted.append(sum(backend.acquire(1, tokens) == 0.0 for _ in range(tries)))
 
@@ -553,7 +574,7 @@ def test_many_threads_never_over_grant(shared_url, request):
 def test_many_threads_take_requests_and_tokens_together(shared_url, request):
     key = unique_key(request)
     assert _hammer_threads(shared_url, key, threads=16, tries=10, limit_tokens=350, tokens=7) == 50
-    levels = backend_from_url(shared_url, key=key, limit_requests=100, limit_tokens=350, interval=3600.0).levels()
+    levels = backend_from_url(shared_url, key=key, limit_requests=100, limit_tokens=350, interval=3600.0, burst=100).levels()
     assert levels[0] == pytest.approx(50, abs=0.1)  # a token refusal took no request
     assert levels[1] == pytest.approx(0, abs=0.1)
 
