@@ -16,6 +16,7 @@ builtins are mixed in where a caller would naturally catch them::
         ├── APIConnectionError            could not connect, or the connection broke
         │   ├── APITimeoutError           connect or read timeout
         │   └── APIStreamIncomplete       a stream ended before its final event
+        ├── ResponseTooLarge              the (decompressed) body passed max_body_bytes
         └── APIStatusError                the server answered with an error status
             ├── RateLimitError            429, carries ``retry_after``
             └── ServiceRefused            the account was refused service (401/403, quota/billing)
@@ -154,6 +155,20 @@ class APIStreamIncomplete(APIConnectionError):
     handed to the caller yet."""
 
 
+class ResponseTooLarge(APIError):
+    """The response body, once decompressed, is larger than allowed.
+
+    Reading stops at the limit (a gzip bomb never fills memory). Not retried.
+
+    Attributes:
+        limit: The limit in bytes (``EndpointConfig.max_body_bytes``).
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, limit: int) -> None:
+        super().__init__(message, url=url)
+        self.limit = limit
+
+
 class APIStatusError(APIError):
     """The server answered with an error status.
 
@@ -162,6 +177,11 @@ class APIStatusError(APIError):
         body_excerpt: The first few hundred characters of the response body.
         request_id: The provider's request id, when it sent one.
         retry_after: Seconds the server asked us to wait, when it said.
+        should_retry: The server's own verdict (``x-should-retry: true`` or
+            ``false``, or a ``retry-after`` longer than the caller allows:
+            False), which wins over the status rules; None when it gave none.
+        error_type: The ``type`` (or ``code``) of the provider's error body,
+            e.g. ``insufficient_quota``, when it had one.
     """
 
     def __init__(
@@ -173,12 +193,16 @@ class APIStatusError(APIError):
         body_excerpt: str = "",
         request_id: str | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
+        error_type: str | None = None,
     ) -> None:
         super().__init__(message, url=url)
         self.status_code = status_code
         self.body_excerpt = body_excerpt
         self.request_id = request_id
         self.retry_after = retry_after
+        self.should_retry = should_retry
+        self.error_type = error_type
 
 
 class RateLimitError(APIStatusError):

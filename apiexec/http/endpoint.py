@@ -2,24 +2,23 @@
 
 ``call(request)`` is a chain of short steps::
 
-    call ─ cache? ─ retry policy ─ _call_requests ─ session.request ─ _parse
+    call ─ cache? ─ deadline ─ retry policy ─ _call_requests ─ _send ─ session.request ─ _parse
 
 ``stream(request)`` is the same chain up to the first event, then a
-generator over the server-sent events (see :mod:`apiexec.http.sse`)::
+generator over the server-sent events (see :mod:`apiexec.http.event_stream`)::
 
-    stream ─ retry policy ─ _open_stream ─ session.request(stream=True) ─ first event
-           ─ yield events ... ─ _EventStream.close (drain briefly, release)
+    stream ─ deadline ─ retry policy ─ _open_stream ─ _send(stream=True) ─ first event
+           ─ yield events ... ─ EventStream.close (drain briefly, release)
+
+The pieces live beside this module: the session and its pool in
+:mod:`~apiexec.http.session`, every error mapping and redaction in
+:mod:`~apiexec.http.error_map`, the total deadline in
+:mod:`~apiexec.http.deadline`, the retry rules in :mod:`~apiexec.http.retry`.
 
 The session is created lazily (thread-safely) or by ``with endpoint:``, and
-closed when the block is left, also after an exception. Its
-:class:`~requests.adapters.HTTPAdapter` keeps ``pool_maxsize`` connections
-so that many worker threads reuse connections instead of opening and
-discarding them, and it applies the configured timeouts to every request.
-
-Thread-safety contract: one Endpoint (and its session) is shared by every
-worker thread. apiexec never changes the session after creating it; the
-environment (proxies, CA bundle) is read once at creation, not per request.
-Do not mutate ``endpoint.client`` while calls are running.
+closed when the block is left, also after an exception. One Endpoint (and
+its session) is shared by every worker thread; consume one stream on one
+thread.
 
 Example:
     >>> cfg = EndpointConfig(provider="local", endpoint="chat/completions",
@@ -30,82 +29,31 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
-import time
-import urllib.parse
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
 
-from apiexec.call_context import REQUEST_ID_HEADERS, note_attempt, note_response, wait_before_retry
-from apiexec.errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    APITimeoutError,
-    RateLimitError,
-)
+from apiexec.call_context import note_attempt, note_response, wait_before_retry
+from apiexec.errors import APIExecError
 from apiexec.http.cache import ResponseCache, cache_key
 from apiexec.http.config import EndpointConfig
-from apiexec.http.rate_limit_headers import parse_retry_after
+from apiexec.http.credentials import ACTIVE_SECRETS
+from apiexec.http.deadline import CURRENT_ALARM, WATCHDOG, Alarm, CallDeadline
+from apiexec.http.error_map import BODY_ERRORS, ErrorMapper, is_error_body
+from apiexec.http.event_stream import EventStream
+from apiexec.http.rate_limit_headers import tag_dialect
 from apiexec.http.retry import retry_policy
-from apiexec.http.sse import DONE, ServerSentEvent, iter_sse
+from apiexec.http.session import create_session
 
 logger = logging.getLogger(__name__)
 
-#: Characters of an error body kept in exceptions.
-BODY_EXCERPT_CHARS: Final = 300
-#: Credential headers besides Authorization (which requests strips itself).
-_CREDENTIAL_HEADERS: Final = ("x-api-key", "api-key")
-#: When a stream is closed before its end, the rest is read for at most this
-#: long (seconds) and this many bytes so that the connection can go back to
-#: the pool; a server still generating is cut off instead (which also stops
-#: the generation, as LLM providers document).
-STREAM_DRAIN_TIMEOUT: Final = 0.1
-STREAM_DRAIN_BYTES: Final = 64 * 1024
-#: Bytes asked of the socket per read of a stream that is not chunked.
-_STREAM_READ_BYTES: Final = 8 * 1024
-#: Errors the transport may raise while a stream body is read.
-_BODY_ERRORS: Final = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-
-
-class _Session(requests.Session):
-    """A Session that drops every credential header on a cross-host redirect.
-
-    requests strips only ``Authorization``; an ``x-api-key`` (Anthropic)
-    would otherwise follow a redirect to another host.
-    """
-
-    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
-        super().rebuild_auth(prepared_request, response)
-        url = prepared_request.url or ""
-        if response.request.url and self.should_strip_auth(response.request.url, url):
-            for name in _CREDENTIAL_HEADERS:
-                prepared_request.headers.pop(name, None)
-
-
-class _PooledAdapter(HTTPAdapter):
-    """An HTTPAdapter that applies default (connect, read) timeouts."""
-
-    def __init__(self, timeout: tuple[float, float], pool_maxsize: int) -> None:
-        self.default_timeout = timeout
-        super().__init__(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
-        return super().send(request, **kwargs)
-
 
 class Endpoint:
-    """Calls one endpoint, with pooling, retries, typed errors and a cache.
+    """Calls one endpoint, with pooling, retries, a deadline, typed errors and a cache.
 
     Args:
         config: Where and how to call.
@@ -126,6 +74,7 @@ class Endpoint:
         self.config = config
         self.client: requests.Session | None = None
         self._client_lock = threading.Lock()
+        self._sleep = sleep
         self._retrying = retry_policy(
             max_retries=config.max_retries,
             backoff_base=config.backoff_base,
@@ -133,6 +82,7 @@ class Endpoint:
             retry_after_cap=config.retry_after_cap,
             sleep=sleep,
         )
+        self._errors = ErrorMapper(config)
         self.cache = ResponseCache(config.cache_size, config.cache_ttl)
 
     @classmethod
@@ -146,18 +96,7 @@ class Endpoint:
 
     def _create_client(self) -> requests.Session:
         """A new session with a pool sized to ``pool_maxsize`` and timeouts."""
-        cfg = self.config
-        session = _Session()
-        adapter = _PooledAdapter((cfg.connect_timeout, cfg.timeout), cfg.pool_maxsize)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        # Read the environment once instead of on every request (trust_env
-        # makes requests look up proxies, netrc and CA bundles per call).
-        session.proxies.update(requests.utils.get_environ_proxies(cfg.full_url))
-        session.verify = _resolve_verify(cfg.verify)
-        session.trust_env = False
-        session.headers.update({"Accept": "application/json", "User-Agent": "apiexec/0.1"})
-        return session
+        return create_session(self.config)
 
     def _session(self) -> requests.Session:
         client = self.client
@@ -165,6 +104,7 @@ class Endpoint:
             with self._client_lock:
                 if self.client is None:
                     self.client = self._create_client()
+                    ACTIVE_SECRETS.add(self.config.secrets())
                 client = self.client
         return client
 
@@ -173,6 +113,7 @@ class Endpoint:
         with self._client_lock:
             old, self.client = self.client, None
         if old is not None:
+            ACTIVE_SECRETS.remove(self.config.secrets())
             old.close()
 
     def __enter__(self) -> Endpoint:
@@ -207,10 +148,17 @@ class Endpoint:
             The parsed JSON body (None for an empty body).
 
         Raises:
-            APIStatusError: An error status, after retries where retryable.
-            RateLimitError: 429 after the last retry.
+            ServiceRefused: 401/402/403, or a quota/billing 429: retrying
+                cannot help.
+            RateLimitError: 429 after the last retry, or at once when the
+                server asked to wait longer than ``retry_after_cap``.
+            APIStatusError: Another error status, after retries where retryable.
             APIConnectionError: Connection failed after retries.
             APITimeoutError: Timed out after retries.
+            ResponseTooLarge: The body passed ``max_body_bytes``.
+            DeadlineExceeded: The call's total deadline passed.
+            APIError: A success status with an ``{"error": ...}`` body, or a
+                body that is not JSON.
         """
         payload = dict(request)
         key = cache_key(self.config.method, self.config.full_url, payload) if cache_control else None
@@ -219,17 +167,47 @@ class Endpoint:
             if cached is not None:
                 return cached
         send_headers = self._headers(headers)
-        result = self._retrying.copy()(self._call_requests, payload, send_headers)
+        deadline = CallDeadline(self.config.total_timeout)
+        result = self._policy(deadline)(self._attempt, payload, send_headers, deadline)
         if key is not None and result is not None:
             self.cache.put(key, result)
         return result
 
+    def _policy(self, deadline: CallDeadline) -> Any:
+        """This call's copy of the retry policy; no backoff outlasts its deadline."""
+
+        def sleep(seconds: float) -> None:
+            if seconds >= deadline.left():
+                raise deadline.error("retry")
+            self._sleep(seconds)
+
+        return self._retrying.copy(sleep=sleep)
+
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        headers.update(self.config.auth_headers())
-        headers.update(self.config.default_headers)
+        headers.update(self.config.request_headers())
         headers.update(extra or {})
         return headers
+
+    def _attempt(self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline) -> Any:
+        """One attempt of :meth:`call`, its socket watched by the deadline's alarm."""
+        alarm = self._arm(deadline)
+        token = CURRENT_ALARM.set(alarm)
+        try:
+            return self._call_requests(payload, headers)
+        except APIExecError:
+            raise
+        except BODY_ERRORS as exc:
+            raise self._errors.transport_error(exc, phase="response", deadline=deadline, alarm=alarm) from exc
+        finally:
+            CURRENT_ALARM.reset(token)
+            alarm.cancel()
+
+    def _arm(self, deadline: CallDeadline) -> Alarm:
+        deadline.check("connect")
+        alarm = WATCHDOG.alarm(deadline)
+        alarm.set(deadline.at, "deadline")
+        return alarm
 
     def _call_requests(self, payload: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
         """One attempt: send, map transport errors, parse the response."""
@@ -239,30 +217,38 @@ class Endpoint:
         """Count the attempt and send the request; map transport errors."""
         session = self._session()
         note_attempt()
+        url = self.config.request_url()
         try:
             if self.config.method == "GET":
-                return session.request(
-                    method="GET", url=self.config.full_url, headers=headers, params=payload, **options
-                )
-            return session.request(
-                method=self.config.method, url=self.config.full_url, headers=headers, json=payload, **options
-            )
+                return session.request(method="GET", url=url, headers=headers, params=payload, **options)
+            return session.request(method=self.config.method, url=url, headers=headers, json=payload, **options)
         except requests.RequestException as exc:
-            raise self._transport_error(exc) from exc
+            alarm = CURRENT_ALARM.get()
+            if alarm is None:
+                raise self._errors.transport_error(exc, phase="connect") from exc
+            # The connection joins the alarm once the request is sent.
+            phase = "connect" if alarm.connection is None else "response"
+            raise self._errors.transport_error(exc, phase=phase, deadline=alarm.deadline, alarm=alarm) from exc
+
+    def _note(self, response: requests.Response) -> None:
+        headers: Mapping[str, str] = response.headers
+        if isinstance(headers, Mapping):
+            headers = tag_dialect(headers, self.config.rate_limit_dialect)
+        note_response(response.status_code, headers)
 
     def _parse(self, response: requests.Response) -> Any:
-        note_response(response.status_code, response.headers)
+        self._note(response)
         if not response.ok:
-            raise self._status_error(response)
+            raise self._errors.status_error(response.status_code, response.reason, response.headers, response.text)
         if not response.content:
             return None
         try:
-            return response.json()
+            body = response.json()
         except ValueError as exc:
-            raise APIError(
-                f"{self._safe_url()} answered {response.status_code} with a body that is not JSON",
-                url=self._safe_url(),
-            ) from exc
+            raise self._errors.not_json(response.status_code) from exc
+        if is_error_body(body):
+            raise self._errors.body_error(response.status_code, body)
+        return body
 
     # -- streaming ------------------------------------------------------------
 
@@ -283,15 +269,14 @@ class Endpoint:
 
         Nothing is sent until the first item is asked for. Up to the first
         event the retry policy of :meth:`call` applies (connection errors,
-        408/409/429/5xx, ``retry-after``); once an event was yielded a broken
-        connection raises :class:`APIConnectionError` and is not retried, as
-        the consumer has already seen data. The cache never applies.
+        408/409/429/5xx, ``retry-after``, a stream cut before its first
+        event); once an event was yielded, a failure raises and is not
+        retried, as the consumer has already seen data. The first event and
+        each next one must come within ``timeout``; the whole stream within
+        the call's total deadline. The cache never applies.
 
         The response is always closed when the generator ends, also when the
-        consumer stops early (``break`` or ``close()``): its rest is read
-        for at most :data:`STREAM_DRAIN_TIMEOUT` so the connection can be
-        reused, else the connection is closed, which stops the server's
-        generation. Consume one stream on one thread.
+        consumer stops early (``break`` or ``close()``).
 
         Args:
             request: The request body (not modified).
@@ -301,11 +286,16 @@ class Endpoint:
             One dict per event.
 
         Raises:
+            ServiceRefused: 401/402/403, or a quota/billing 429.
             APIStatusError: An error status, after retries where retryable.
             RateLimitError: 429 after the last retry.
+            APIStreamIncomplete: The body ended before the stream's final
+                event (``[DONE]``, a ``finish_reason``, ``message_stop``).
             APIConnectionError: Connection failed after retries, or broke
                 during the stream.
-            APITimeoutError: Timed out after retries, or during the stream.
+            APITimeoutError: Timed out after retries, or no next event in time.
+            DeadlineExceeded: The call's total deadline passed.
+            ResponseTooLarge: The stream passed ``max_body_bytes``.
             APIError: The stream reported an error event, an event is not a
                 JSON object, or the server answered JSON instead of a stream.
 
@@ -315,9 +305,10 @@ class Endpoint:
         """
         payload = {**request, "stream": True}
         send_headers = self._headers({"Accept": "text/event-stream", **(headers or {})})
-        events, first = self._retrying.copy()(self._open_stream, payload, send_headers)
+        deadline = CallDeadline(self.config.total_timeout)
+        events, first = self._policy(deadline)(self._open_stream, payload, send_headers, deadline)
         try:
-            if first is None:
+            if first is None:  # "[DONE]" at once: complete, and empty
                 return
             yield first
             yield from events
@@ -325,20 +316,32 @@ class Endpoint:
             events.close()
 
     def _open_stream(
-        self, payload: Mapping[str, Any], headers: Mapping[str, str]
-    ) -> tuple[_EventStream, dict[str, Any] | None]:
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline
+    ) -> tuple[EventStream, dict[str, Any] | None]:
         """One attempt: send, check the answer, read up to the first event."""
-        response = self._send(payload, headers, stream=True)
-        note_response(response.status_code, response.headers)
-        events = _EventStream(response, self)
+        alarm = self._arm(deadline)
+        token = CURRENT_ALARM.set(alarm)
+        try:
+            response = self._send(payload, headers, stream=True)
+        except BaseException:
+            alarm.cancel()
+            raise
+        finally:
+            CURRENT_ALARM.reset(token)
+        self._note(response)
+        events = EventStream(response, self.config, self._errors, deadline, alarm)
         try:
             if not response.ok:
-                raise self._status_error(response)
+                text = _bounded_text(response, self.config.max_body_bytes)
+                raise self._errors.status_error(response.status_code, response.reason, response.headers, text)
             self._check_event_stream(response)
             return events, next(events, None)
-        except _BODY_ERRORS as exc:
+        except APIExecError:
             events.close()
-            raise self._stream_error(exc) from exc
+            raise
+        except BODY_ERRORS as exc:
+            events.close()
+            raise self._errors.transport_error(exc, phase="response", deadline=deadline, alarm=alarm) from exc
         except BaseException:
             events.close()
             raise
@@ -346,199 +349,20 @@ class Endpoint:
     def _check_event_stream(self, response: requests.Response) -> None:
         content_type = response.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() == "application/json":
-            raise APIError(
-                f"{self._safe_url()} answered {response.status_code} with JSON, not an event stream",
-                url=self._safe_url(),
-            )
-
-    def _event_data(self, event: ServerSentEvent) -> dict[str, Any] | None:
-        """The event's parsed data; None at ``[DONE]``.
-
-        Raises:
-            APIError: The data is not a JSON object, or it reports an error.
-        """
-        if event.data == DONE:
-            return None
-        url = self._safe_url()
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            raise APIError(f"{url}: an event of the stream is not JSON", url=url) from None
-        if not isinstance(data, dict):
-            raise APIError(f"{url}: an event of the stream is not a JSON object", url=url)
-        if _is_error_event(event.event, data):
-            detail = json.dumps(data.get("error") or data, ensure_ascii=False)
-            excerpt = self._redact(detail)[:BODY_EXCERPT_CHARS]
-            raise APIError(f"{url}: the stream reported an error: {excerpt}", url=url)
-        return data
-
-    # -- errors ---------------------------------------------------------------
-
-    def _safe_url(self) -> str:
-        """The URL without query or fragment (never carries credentials)."""
-        parts = urllib.parse.urlsplit(self.config.full_url)
-        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-    def _redact(self, text: str) -> str:
-        key = self.config.api_key
-        secret = key.reveal() if key is not None and hasattr(key, "reveal") else key
-        return text.replace(secret, "***") if isinstance(secret, str) and secret else text
-
-    def _transport_error(self, exc: requests.RequestException) -> APIError:
-        url = self._safe_url()
-        timeout = _timeout_cause(exc)
-        if timeout is not None:
-            return APITimeoutError(f"{url}: timed out ({type(timeout).__name__})", url=url)
-        if isinstance(exc, requests.exceptions.SSLError):  # retrying cannot fix a certificate
-            return APIError(f"{url}: TLS verification failed ({type(exc).__name__})", url=url)
-        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-            return APIConnectionError(f"{url}: connection failed ({type(exc).__name__})", url=url)
-        return APIError(f"{url}: request failed ({type(exc).__name__})", url=url)
-
-    def _stream_error(self, exc: BaseException) -> APIConnectionError:
-        """Map an error raised while a stream's body is read."""
-        if isinstance(exc, requests.RequestException):
-            error = self._transport_error(exc)
-            if isinstance(error, APIConnectionError):
-                return error
-        url = self._safe_url()
-        if _timeout_cause(exc) is not None:
-            return APITimeoutError(f"{url}: timed out reading the stream ({type(exc).__name__})", url=url)
-        return APIConnectionError(f"{url}: the stream broke ({type(exc).__name__})", url=url)
-
-    def _status_error(self, response: requests.Response) -> APIStatusError:
-        status = response.status_code
-        # Redact before cutting: a key straddling the cut would leak its prefix.
-        excerpt = self._redact(response.text)[:BODY_EXCERPT_CHARS]
-        request_id = next(
-            (response.headers[h] for h in REQUEST_ID_HEADERS if h in response.headers), None
-        )
-        retry_after = parse_retry_after(response.headers)
-        kind = RateLimitError if status == 429 else APIStatusError
-        message = f"{self._safe_url()} answered {status} {response.reason or ''}".rstrip()
-        if excerpt:
-            message += f": {excerpt}"
-        return kind(
-            message,
-            status_code=status,
-            url=self._safe_url(),
-            body_excerpt=excerpt,
-            request_id=request_id,
-            retry_after=retry_after,
-        )
+            text = _bounded_text(response, self.config.max_body_bytes)
+            raise self._errors.not_event_stream(response.status_code, text)
 
     def __repr__(self) -> str:
         state = "open" if self.client is not None else "closed"
-        return f"Endpoint(provider={self.config.provider!r}, url={self._safe_url()!r}, {state})"
+        return f"Endpoint(provider={self.config.provider!r}, url={self._errors.url!r}, {state})"
 
 
-class _EventStream:
-    """The events of one streamed response, and its release.
-
-    Iterating yields each event's parsed data and stops at ``[DONE]`` or at
-    the end of the body; transport errors become :class:`APIConnectionError`.
-    ``close()`` (safe twice) drains the rest within a small budget so the
-    connection can return to the pool, then closes the response.
-    """
-
-    def __init__(self, response: requests.Response, endpoint: Endpoint) -> None:
-        self._response: requests.Response | None = response
-        self._endpoint = endpoint
-        self._body = _body_chunks(response)
-        self._events = iter_sse(self._body)
-        self._done = False
-
-    def __iter__(self) -> _EventStream:
-        return self
-
-    def __next__(self) -> dict[str, Any]:
-        if self._done:
-            raise StopIteration
-        try:
-            event = next(self._events, None)
-        except _BODY_ERRORS as exc:
-            self._done = True
-            raise self._endpoint._stream_error(exc) from exc
-        data = None if event is None else self._endpoint._event_data(event)
-        if data is None:
-            self._done = True
-            raise StopIteration
-        return data
-
-    def close(self) -> None:
-        """Drain what is left within the budget, then close the response."""
-        response, self._response = self._response, None
-        if response is None:
-            return
-        self._done = True
-        try:
-            self._drain(response)
-        finally:
-            response.close()
-
-    def _drain(self, response: requests.Response) -> None:
-        sock = _socket_of(response)
-        if sock is None:  # body read to its end, or no way to bound the wait
-            return
-        deadline = time.monotonic() + STREAM_DRAIN_TIMEOUT
-        drained = 0
-        try:
-            while drained <= STREAM_DRAIN_BYTES:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                sock.settimeout(remaining)
-                chunk = next(self._body, None)
-                if chunk is None:
-                    return
-                drained += len(chunk)
-        except _BODY_ERRORS:
-            return  # the connection is closed with the response
-
-
-def _body_chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body as it arrives: one item per HTTP chunk, or per socket read."""
-    raw = response.raw
-    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
-        return response.iter_content(chunk_size=None)
-    # Not chunked: read1 returns what has arrived instead of waiting for EOF.
-    return iter(lambda: raw.read1(_STREAM_READ_BYTES), b"")
-
-
-def _socket_of(response: requests.Response) -> Any:
-    """The socket still attached to the response, if urllib3 exposes it."""
-    raw = response.raw
-    connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    return sock if callable(getattr(sock, "settimeout", None)) else None
-
-
-def _timeout_cause(exc: BaseException) -> BaseException | None:
-    """The timeout behind ``exc``, or None.
-
-    ``exc`` itself, or the urllib3 timeout that requests wraps in a plain
-    ``ConnectionError`` when a body stalls (``Response.iter_content``): a
-    server that sent its headers and then went silent timed out, it did not
-    refuse the connection.
-    """
-    timeouts = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-    if isinstance(exc, timeouts):
-        return exc
-    return next((arg for arg in exc.args if isinstance(arg, timeouts)), None)
-
-
-def _is_error_event(name: str, data: Mapping[str, Any]) -> bool:
-    """Anthropic ``event: error``; OpenAI and compatible ``{"error": ...}``."""
-    return (
-        name == "error"
-        or data.get("type") == "error"
-        or data.get("object") == "error"
-        or data.get("error") is not None
-    )
-
-
-def _resolve_verify(verify: bool | str) -> bool | str:
-    """Read the CA bundle from the environment once (as requests would)."""
-    if verify is True:
-        return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return verify
+def _bounded_text(response: requests.Response, limit: int) -> str:
+    """The body of a streamed response as text, read up to ``limit`` bytes."""
+    chunks, total = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total >= limit:
+            break
+    return b"".join(chunks)[:limit].decode(response.encoding or "utf-8", "replace")

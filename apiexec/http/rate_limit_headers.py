@@ -1,8 +1,31 @@
-"""Rate-limit information from response headers.
+"""Rate-limit information from response headers, one parser per dialect.
 
 Providers report their limits, what is left of them and when they reset in
 response headers, and say how long to back off in ``Retry-After``. This module
 turns those headers into one provider-neutral value, :class:`RateLimitInfo`.
+The dialects (sources in ``tests/unit/http/test_rate_limit_headers.py``):
+
+========== ============================================= ==========================
+dialect    headers                                       notes
+========== ============================================= ==========================
+openai     ``x-ratelimit-{limit,remaining,reset}-         resets are Go durations
+           {requests,tokens}``                           (``6m0s``, ``12ms``)
+azure      as openai                                     ``-1`` means "not reported"
+anthropic  ``anthropic-ratelimit-{requests,tokens,        resets are RFC 3339; input
+           input-tokens,output-tokens}-{limit,           and output tokens kept apart
+           remaining,reset}``
+groq       as openai                                     the requests headers are
+                                                         per DAY (RPD)
+openrouter ``X-RateLimit-{Limit,Remaining,Reset}``       requests; reset is epoch ms
+suffixed   ``x-ratelimit-{limit,remaining,reset}-         the suffix names the window
+           {requests,tokens}-{minute,day}``              (Cerebras)
+========== ============================================= ==========================
+
+Per-minute numbers go to the plain fields (``limit_requests``...), per-day ones
+to the ``*_day`` fields, so that a daily quota is never read as a per-minute
+one. :func:`parse_rate_limit_headers` picks the dialect from
+``headers.rate_limit_dialect`` (set by the endpoint from its preset, see
+:func:`tag_dialect`) or detects it from the header names.
 
 Parsing never raises on a malformed value: the value is skipped (and logged
 at debug level). Header names are matched case-insensitively, so a plain dict
@@ -20,39 +43,42 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final, TypeAlias
+
+from apiexec.http.header_values import (
+    _finite_seconds,
+    _lowered,
+    _parse_count,
+    _parse_lowered_retry_after,
+    _parse_reset_duration,
+    _parse_reset_timestamp,
+    _seconds_until,
+    parse_duration,
+    parse_retry_after,
+)
+
+__all__ = [
+    "PARSERS",
+    "RateLimitInfo",
+    "detect_dialect",
+    "parse_anthropic_headers",
+    "parse_duration",
+    "parse_groq_headers",
+    "parse_openai_headers",
+    "parse_openrouter_headers",
+    "parse_rate_limit_headers",
+    "parse_retry_after",
+    "parse_suffixed_headers",
+    "tag_dialect",
+]
 
 logger = logging.getLogger(__name__)
 
 OPENAI_PREFIX: Final[str] = "x-ratelimit-"
 ANTHROPIC_PREFIX: Final[str] = "anthropic-ratelimit-"
-
-# Go's time.Duration units, which OpenAI's reset headers use ("6m0s", "12ms").
-_DURATION_UNITS: Final[Mapping[str, float]] = {
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # micro sign
-    "\u03bcs": 1e-6,  # Greek mu
-    "ns": 1e-9,
-}
-_DURATION_TERM: Final[re.Pattern[str]] = re.compile(
-    r"(\d+(?:\.\d*)?|\.\d+)(ms|us|\u00b5s|\u03bcs|ns|h|m|s)"
-)
-_DURATION: Final[re.Pattern[str]] = re.compile(f"(?:{_DURATION_TERM.pattern})+")
-_RFC3339: Final[re.Pattern[str]] = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?"
-)
-
 
 @dataclass(frozen=True, kw_only=True)
 class RateLimitInfo:
@@ -63,12 +89,21 @@ class RateLimitInfo:
 
     Attributes:
         retry_after: Seconds to wait before retrying (``Retry-After``).
-        limit_requests: Requests allowed per window.
+        limit_requests: Requests allowed per window (per minute).
         remaining_requests: Requests left in the current window.
         reset_requests: Seconds until the request limit is fully replenished.
-        limit_tokens: Tokens allowed per window.
+        limit_tokens: Tokens allowed per window (per minute; for Anthropic
+            without a combined limit, the tighter of input and output).
         remaining_tokens: Tokens left in the current window.
         reset_tokens: Seconds until the token limit is fully replenished.
+        limit_input_tokens, remaining_input_tokens, reset_input_tokens:
+            Anthropic's input-token limit (ITPM), apart.
+        limit_output_tokens, remaining_output_tokens, reset_output_tokens:
+            Anthropic's output-token limit (OTPM), apart.
+        limit_requests_day, remaining_requests_day, reset_requests_day:
+            A per-day request quota (Groq RPD, ``-day`` headers).
+        limit_tokens_day, remaining_tokens_day, reset_tokens_day:
+            A per-day token quota (``-day`` headers).
 
     Example:
         >>> RateLimitInfo(remaining_tokens=0, reset_tokens=1.5).is_empty
@@ -82,6 +117,18 @@ class RateLimitInfo:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens: float | None = None
+    limit_input_tokens: int | None = None
+    remaining_input_tokens: int | None = None
+    reset_input_tokens: float | None = None
+    limit_output_tokens: int | None = None
+    remaining_output_tokens: int | None = None
+    reset_output_tokens: float | None = None
+    limit_requests_day: int | None = None
+    remaining_requests_day: int | None = None
+    reset_requests_day: float | None = None
+    limit_tokens_day: int | None = None
+    remaining_tokens_day: int | None = None
+    reset_tokens_day: float | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -93,229 +140,34 @@ HeaderParser: TypeAlias = Callable[[Mapping[str, str], float | None], RateLimitI
 """Parses headers, given ``now`` (epoch seconds, None = current time)."""
 
 
-# ---------------------------------------------------------------- values
+# ---------------------------------------------------------------- dialects
 
 
-def _lowered(headers: Mapping[str, Any]) -> dict[str, str]:
-    """Copies headers with lower-case names and string values; drops the rest."""
-    result: dict[str, str] = {}
-    for name, value in headers.items():
-        if isinstance(value, bytes):
-            value = value.decode("latin-1")
-        if isinstance(name, str) and isinstance(value, (str, int, float)):
-            result[name.lower()] = str(value).strip()
-    return result
-
-
-def _finite_seconds(text: str) -> float | None:
-    """Parses a plain number of seconds; None unless finite and >= 0."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def parse_duration(text: str) -> float | None:
-    """Parses a reset duration into seconds.
-
-    Accepts OpenAI's Go-style durations ("1s", "6m0s", "12ms", "1h2m3.5s",
-    "0.5s"; units h, m, s, ms, us/µs, ns) and a bare number of seconds ("20",
-    "0.5").
-
-    Args:
-        text: The header value.
-
-    Returns:
-        Seconds, or None if the text is not a non-negative duration. Never
-        raises.
-    """
-    if not isinstance(text, str):
-        return None
-    text = text.strip()
-    plain = _finite_seconds(text) if text[:1].isdigit() or text[:1] == "." else None
-    if plain is not None:
-        return plain
-    if not _DURATION.fullmatch(text):
-        return None
-    seconds = sum(
-        float(number) * _DURATION_UNITS[unit]
-        for number, unit in _DURATION_TERM.findall(text)
-    )
-    return seconds if math.isfinite(seconds) else None
-
-
-def _parse_count(headers: Mapping[str, str], name: str) -> int | None:
-    """Reads a non-negative integer header ("150000", or "150000.0")."""
-    text = headers.get(name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0 and value.is_integer()):
-        logger.debug("ignoring malformed %s: %r", name, text)
-        return None
-    return int(value)
-
-
-def _parse_reset_duration(headers: Mapping[str, str], name: str) -> float | None:
-    """Reads a duration header (OpenAI resets)."""
-    text = headers.get(name)
-    if text is None:
-        return None
-    seconds = parse_duration(text)
-    if seconds is None:
-        logger.debug("ignoring malformed %s: %r", name, text)
-    return seconds
-
-
-def _now(now: float | None) -> float:
-    """Returns ``now``, defaulting to the current epoch time."""
-    return time.time() if now is None else now
-
-
-def _seconds_until(epoch: float, now: float | None) -> float:
-    """Seconds from ``now`` until an epoch time, clamped at 0."""
-    return max(0.0, epoch - _now(now))
-
-
-def _parse_rfc3339(text: str) -> float | None:
-    """Parses an RFC 3339 timestamp into epoch seconds (no offset means UTC).
-
-    Hand-written because ``datetime.fromisoformat`` rejects "Z" and long
-    fractions before Python 3.11.
-    """
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, offset = match.group(7), match.group(8)
-    try:
-        # A leap second (:60) is read as :59.
-        moment = datetime(
-            year, month, day, hour, minute, min(second, 59), tzinfo=timezone.utc
-        )
-    except ValueError:  # e.g. month 13
-        return None
-    epoch = moment.timestamp() + float(fraction or 0)
-    if offset and offset[0] in "+-":
-        sign = 1 if offset[0] == "+" else -1
-        epoch -= sign * (int(offset[1:3]) * 3600 + int(offset[4:6]) * 60)
-    return epoch
-
-
-def _parse_reset_timestamp(
-    headers: Mapping[str, str], name: str, now: float | None
-) -> float | None:
-    """Reads an RFC 3339 reset header (Anthropic) as seconds from ``now``.
-
-    A plain duration ("30", "1s") is accepted too, for proxies that rewrite it.
-    """
-    text = headers.get(name)
-    if text is None:
-        return None
-    epoch = _parse_rfc3339(text)
-    if epoch is not None:
-        return _seconds_until(epoch, now)
-    seconds = parse_duration(text)
-    if seconds is None:
-        logger.debug("ignoring malformed %s: %r", name, text)
-    return seconds
-
-
-# ---------------------------------------------------------------- retry-after
-
-
-def _retry_after_ms(text: str) -> float | None:
-    """Parses ``retry-after-ms`` (milliseconds) into seconds."""
-    try:
-        millis = float(text)
-    except ValueError:
-        return None
-    return max(0.0, millis / 1000) if math.isfinite(millis) else None
-
-
-def _retry_after(text: str, now: float | None) -> float | None:
-    """Parses ``retry-after``: seconds (int or float) or an HTTP-date."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment.tzinfo is None:  # "-0000": UTC, origin unknown
-        moment = moment.replace(tzinfo=timezone.utc)
-    return _seconds_until(moment.timestamp(), now)
-
-
-def _parse_lowered_retry_after(
-    headers: Mapping[str, str], now: float | None
-) -> float | None:
-    """:func:`parse_retry_after` on headers already lower-cased by ``_lowered``."""
-    for name, parse in (
-        ("retry-after-ms", _retry_after_ms),
-        ("retry-after", lambda text: _retry_after(text, now)),
-    ):
-        text = headers.get(name)
-        if text is None:
-            continue
-        seconds = parse(text)
-        if seconds is not None:
-            return seconds
-        logger.debug("ignoring malformed %s: %r", name, text)
-    return None
-
-
-def parse_retry_after(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> float | None:
-    """Reads how long to wait before retrying.
-
-    ``retry-after-ms`` (milliseconds, OpenAI) wins over ``retry-after``,
-    which is seconds (int or float) or an HTTP-date. A malformed value is
-    skipped; a negative result (a date in the past) becomes 0.
-
-    Args:
-        headers: Response headers, any Mapping; names match in any case.
-        now: Current epoch time for HTTP-dates; defaults to ``time.time()``.
-
-    Returns:
-        Seconds to wait, or None if no usable header is present.
-    """
-    return _parse_lowered_retry_after(_lowered(headers), now)
-
-
-# ---------------------------------------------------------------- providers
-
-
-def _parse_lowered_openai(
-    headers: Mapping[str, str], now: float | None
-) -> RateLimitInfo:
-    """:func:`parse_openai_headers` on lower-cased headers."""
-    return RateLimitInfo(
-        retry_after=_parse_lowered_retry_after(headers, now),
-        limit_requests=_parse_count(headers, f"{OPENAI_PREFIX}limit-requests"),
-        remaining_requests=_parse_count(headers, f"{OPENAI_PREFIX}remaining-requests"),
-        reset_requests=_parse_reset_duration(headers, f"{OPENAI_PREFIX}reset-requests"),
-        limit_tokens=_parse_count(headers, f"{OPENAI_PREFIX}limit-tokens"),
-        remaining_tokens=_parse_count(headers, f"{OPENAI_PREFIX}remaining-tokens"),
-        reset_tokens=_parse_reset_duration(headers, f"{OPENAI_PREFIX}reset-tokens"),
+def _triple(headers: Mapping[str, str], names: tuple[str, str, str], reset: Callable[..., float | None],
+            now: float | None) -> tuple[int | None, int | None, float | None]:
+    """(limit, remaining, reset) read from three header names."""
+    limit, remaining, reset_name = names
+    return (
+        _parse_count(headers, limit),
+        _parse_count(headers, remaining),
+        reset(headers, reset_name, now),
     )
 
 
-def parse_openai_headers(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> RateLimitInfo:
-    """Parses OpenAI's ``x-ratelimit-*`` headers and ``retry-after``.
+def _duration_reset(headers: Mapping[str, str], name: str, now: float | None) -> float | None:
+    return _parse_reset_duration(headers, name)
 
-    Reads ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``; resets
-    are durations such as "1s" or "6m0s" (see :func:`parse_duration`).
+
+def _openai_triples(headers: Mapping[str, str], kind: str, suffix: str = "") -> tuple[Any, Any, Any]:
+    names = tuple(f"{OPENAI_PREFIX}{part}-{kind}{suffix}" for part in ("limit", "remaining", "reset"))
+    return _triple(headers, names, _duration_reset, None)  # type: ignore[arg-type]
+
+
+def parse_openai_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+    """OpenAI (and Azure OpenAI): ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``.
+
+    Resets are durations such as "1s" or "6m0s" (see :func:`parse_duration`);
+    ``-1`` (Azure: not reported) is absent.
 
     Args:
         headers: Response headers, any Mapping; names match in any case.
@@ -324,75 +176,86 @@ def parse_openai_headers(
     Returns:
         The information found; fields absent or malformed are None.
     """
-    return _parse_lowered_openai(_lowered(headers), now)
-
-
-def _min_present(values: Iterable[float | None]) -> float | None:
-    """Smallest of the values that are not None, or None."""
-    return min((v for v in values if v is not None), default=None)
-
-
-def _max_present(values: Iterable[float | None]) -> float | None:
-    """Largest of the values that are not None, or None."""
-    return max((v for v in values if v is not None), default=None)
-
-
-def _anthropic_count(headers: Mapping[str, str], field: str) -> int | None:
-    """Token count ``field`` ("limit"/"remaining"), combining input/output if needed."""
-    total = _parse_count(headers, f"{ANTHROPIC_PREFIX}tokens-{field}")
-    if total is not None:
-        return total
-    split = (
-        _parse_count(headers, f"{ANTHROPIC_PREFIX}{kind}-tokens-{field}")
-        for kind in ("input", "output")
-    )
-    smallest = _min_present(split)
-    return None if smallest is None else int(smallest)
-
-
-def _anthropic_token_reset(
-    headers: Mapping[str, str], now: float | None
-) -> float | None:
-    """Token reset, combining input/output resets (the later one) if needed."""
-    total = _parse_reset_timestamp(headers, f"{ANTHROPIC_PREFIX}tokens-reset", now)
-    if total is not None:
-        return total
-    return _max_present(
-        _parse_reset_timestamp(headers, f"{ANTHROPIC_PREFIX}{kind}-tokens-reset", now)
-        for kind in ("input", "output")
-    )
-
-
-def _parse_lowered_anthropic(
-    headers: Mapping[str, str], now: float | None
-) -> RateLimitInfo:
-    """:func:`parse_anthropic_headers` on lower-cased headers."""
+    headers = _lowered(headers)
+    requests, tokens = _openai_triples(headers, "requests"), _openai_triples(headers, "tokens")
     return RateLimitInfo(
         retry_after=_parse_lowered_retry_after(headers, now),
-        limit_requests=_parse_count(headers, f"{ANTHROPIC_PREFIX}requests-limit"),
-        remaining_requests=_parse_count(
-            headers, f"{ANTHROPIC_PREFIX}requests-remaining"
-        ),
-        reset_requests=_parse_reset_timestamp(
-            headers, f"{ANTHROPIC_PREFIX}requests-reset", now
-        ),
-        limit_tokens=_anthropic_count(headers, "limit"),
-        remaining_tokens=_anthropic_count(headers, "remaining"),
-        reset_tokens=_anthropic_token_reset(headers, now),
+        limit_requests=requests[0], remaining_requests=requests[1], reset_requests=requests[2],
+        limit_tokens=tokens[0], remaining_tokens=tokens[1], reset_tokens=tokens[2],
     )
 
 
-def parse_anthropic_headers(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> RateLimitInfo:
-    """Parses Anthropic's ``anthropic-ratelimit-*`` headers and ``retry-after``.
+def parse_groq_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+    """Groq: OpenAI's names, but the ``requests`` headers count per DAY (RPD).
 
-    Reads ``anthropic-ratelimit-requests-{limit,remaining,reset}`` and
-    ``anthropic-ratelimit-tokens-{limit,remaining,reset}``; resets are RFC
-    3339 timestamps, turned into seconds from ``now``. Where a
-    ``tokens-*`` header is absent, the ``input-tokens-*`` and
-    ``output-tokens-*`` headers stand in, combined conservatively into one
-    budget: the smaller limit, the smaller remaining count, the later reset.
+    Tokens are per minute. The request numbers go to the ``*_day`` fields.
+    """
+    info = parse_openai_headers(headers, now)
+    return replace(
+        info,
+        limit_requests=None, remaining_requests=None, reset_requests=None,
+        limit_requests_day=info.limit_requests,
+        remaining_requests_day=info.remaining_requests,
+        reset_requests_day=info.reset_requests,
+    )
+
+
+def parse_suffixed_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}-{minute,day}`` (Cerebras).
+
+    Resets are seconds ("33011.38") or durations.
+    """
+    headers = _lowered(headers)
+    fields: dict[str, Any] = {}
+    for kind in ("requests", "tokens"):
+        for suffix, tail in (("-minute", ""), ("-day", "_day")):
+            limit, remaining, reset = _openai_triples(headers, kind, suffix)
+            fields.update({f"limit_{kind}{tail}": limit, f"remaining_{kind}{tail}": remaining,
+                           f"reset_{kind}{tail}": reset})
+    return RateLimitInfo(retry_after=_parse_lowered_retry_after(headers, now), **fields)
+
+
+def parse_openrouter_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+    """OpenRouter: ``X-RateLimit-Limit``, ``-Remaining``, ``-Reset`` (Unix epoch in ms).
+
+    The numbers count requests; the window is not stated, the reset is exact.
+    """
+    headers = _lowered(headers)
+    reset = None
+    text = headers.get("x-ratelimit-reset")
+    if text is not None:
+        millis = _finite_seconds(text)
+        if millis is None:
+            logger.debug("ignoring malformed x-ratelimit-reset: %r", text)
+        else:
+            reset = _seconds_until(millis / 1000.0, now)
+    return RateLimitInfo(
+        retry_after=_parse_lowered_retry_after(headers, now),
+        limit_requests=_parse_count(headers, "x-ratelimit-limit"),
+        remaining_requests=_parse_count(headers, "x-ratelimit-remaining"),
+        reset_requests=reset,
+    )
+
+
+def _anthropic(headers: Mapping[str, str], kind: str, now: float | None) -> tuple[Any, Any, Any]:
+    names = tuple(f"{ANTHROPIC_PREFIX}{kind}-{part}" for part in ("limit", "remaining", "reset"))
+    return _triple(headers, names, _parse_reset_timestamp, now)  # type: ignore[arg-type]
+
+
+def _tighter(values: Iterable[Any], pick: Callable[..., Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return pick(present) if present else None
+
+
+def parse_anthropic_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
+    """Anthropic: ``anthropic-ratelimit-*`` headers and ``retry-after``.
+
+    Reads requests, tokens, input-tokens (ITPM) and output-tokens (OTPM),
+    each ``-limit``, ``-remaining`` and ``-reset`` (RFC 3339, turned into
+    seconds from ``now``). Input and output limits are kept apart in their
+    own fields; where no combined ``tokens-*`` header is present, the plain
+    token fields take the tighter of the two: the smaller limit and remaining
+    count, the later reset.
 
     Args:
         headers: Response headers, any Mapping; names match in any case.
@@ -401,44 +264,85 @@ def parse_anthropic_headers(
     Returns:
         The information found; fields absent or malformed are None.
     """
-    return _parse_lowered_anthropic(_lowered(headers), now)
-
-
-def _openai_parser(headers: Mapping[str, str], now: float | None) -> RateLimitInfo:
-    """:data:`HeaderParser` adapter of :func:`parse_openai_headers`."""
-    return parse_openai_headers(headers, now=now)
-
-
-def _anthropic_parser(headers: Mapping[str, str], now: float | None) -> RateLimitInfo:
-    """:data:`HeaderParser` adapter of :func:`parse_anthropic_headers`."""
-    return parse_anthropic_headers(headers, now=now)
+    headers = _lowered(headers)
+    requests = _anthropic(headers, "requests", now)
+    tokens = _anthropic(headers, "tokens", now)
+    inputs = _anthropic(headers, "input-tokens", now)
+    outputs = _anthropic(headers, "output-tokens", now)
+    combined = [
+        tokens[i] if tokens[i] is not None else _tighter((inputs[i], outputs[i]), pick)
+        for i, pick in enumerate((min, min, max))
+    ]
+    return RateLimitInfo(
+        retry_after=_parse_lowered_retry_after(headers, now),
+        limit_requests=requests[0], remaining_requests=requests[1], reset_requests=requests[2],
+        limit_tokens=combined[0], remaining_tokens=combined[1], reset_tokens=combined[2],
+        limit_input_tokens=inputs[0], remaining_input_tokens=inputs[1], reset_input_tokens=inputs[2],
+        limit_output_tokens=outputs[0], remaining_output_tokens=outputs[1], reset_output_tokens=outputs[2],
+    )
 
 
 PARSERS: Final[dict[str, HeaderParser]] = {
-    "openai": _openai_parser,
-    "anthropic": _anthropic_parser,
+    "openai": parse_openai_headers,
+    "azure": parse_openai_headers,
+    "anthropic": parse_anthropic_headers,
+    "groq": parse_groq_headers,
+    "openrouter": parse_openrouter_headers,
+    "suffixed": parse_suffixed_headers,
 }
-"""Header parsers by provider name."""
+"""Header parsers by dialect name; each takes ``(headers, now)``."""
+
+_SUFFIXED: Final = re.compile(r"x-ratelimit-(?:limit|remaining|reset)-(?:requests|tokens)-(?:minute|day)")
 
 
-def _detect_provider(headers: Mapping[str, str]) -> str:
-    """Returns "anthropic" if any ``anthropic-ratelimit-*`` header is present, else "openai"."""
-    if any(name.startswith(ANTHROPIC_PREFIX) for name in headers):
+def detect_dialect(headers: Mapping[str, str]) -> str:
+    """The dialect the header names show (lower-case names expected)."""
+    names = [name.lower() for name in headers]
+    if any(name.startswith(ANTHROPIC_PREFIX) for name in names):
         return "anthropic"
+    if any(_SUFFIXED.fullmatch(name) for name in names):
+        return "suffixed"
+    if "x-ratelimit-limit" in names or "x-ratelimit-remaining" in names:
+        return "openrouter"
+    if any(name.startswith("x-groq-") for name in names):
+        return "groq"
     return "openai"
+
+
+class _TaggedHeaders(dict[str, str]):
+    """Lower-cased headers that know their dialect."""
+
+    rate_limit_dialect: str | None = None
+
+
+def tag_dialect(headers: Mapping[str, Any], dialect: str | None) -> Mapping[str, str]:
+    """Headers that tell :func:`parse_rate_limit_headers` their dialect.
+
+    The endpoint knows its provider's dialect (Groq's headers look like
+    OpenAI's); whoever parses the headers later does not. ``None`` or
+    ``"auto"`` leaves detection to the header names.
+
+    Example:
+        >>> tagged = tag_dialect({"X-RateLimit-Limit-Requests": "14400"}, "groq")
+        >>> parse_rate_limit_headers(tagged).limit_requests_day
+        14400
+    """
+    tagged = _TaggedHeaders(_lowered(headers))
+    tagged.rate_limit_dialect = None if dialect in (None, "auto") else dialect
+    return tagged
 
 
 def parse_rate_limit_headers(
     headers: Mapping[str, str], *, now: float | None = None, provider: str | None = None
 ) -> RateLimitInfo:
-    """Parses the rate-limit headers of any supported provider.
+    """Parses the rate-limit headers of any supported dialect.
 
     Args:
         headers: Response headers, any Mapping; names match in any case.
         now: Current epoch time; defaults to ``time.time()``.
-        provider: A key of :data:`PARSERS` (any case); None detects it:
-            Anthropic if an ``anthropic-ratelimit-*`` header is present,
-            else OpenAI (whose format OpenAI-compatible servers share).
+        provider: A key of :data:`PARSERS` (any case); None takes the
+            dialect the headers were tagged with (:func:`tag_dialect`), else
+            detects it (:func:`detect_dialect`).
 
     Returns:
         The information found.
@@ -446,8 +350,9 @@ def parse_rate_limit_headers(
     Raises:
         ValueError: If ``provider`` is not a key of :data:`PARSERS`.
     """
+    name = provider.lower() if provider is not None else getattr(headers, "rate_limit_dialect", None)
     lowered = _lowered(headers)
-    name = _detect_provider(lowered) if provider is None else provider.lower()
+    name = name or detect_dialect(lowered)
     parser = PARSERS.get(name)
     if parser is None:
         raise ValueError(

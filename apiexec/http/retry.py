@@ -1,11 +1,18 @@
 """Retry policy for HTTP calls, built on tenacity.
 
-Retried: connection errors, timeouts, and the statuses 408, 409, 429 and
-5xx except 501 and 505. Not retried: every other 4xx, 501, 505 (the request
-itself is wrong) and TLS verification failures. Waits are
-exponential with full jitter, capped; when the server said how long to wait
-(``retry-after-ms`` / ``retry-after``) that wait is used instead, up to
-``retry_after_cap``.
+The server's word wins: ``x-should-retry: true``/``false`` decides alone
+(as in openai-python), and a ``retry-after`` longer than ``retry_after_cap``
+means no retry (the error map marks it; retrying earlier than asked is a sure
+second refusal). Otherwise retried: connection errors, timeouts, streams cut
+before their first event, and the statuses 408, 409, 429 and 5xx except 501
+and 505. Not retried: every other 4xx, 501, 505 (the request itself is
+wrong), :class:`~apiexec.errors.ServiceRefused` (401/402/403, quota or
+billing 429s), TLS verification failures, bodies over the size cap and the
+call's deadline. Full matrix: ``docs/retries.md``.
+
+Waits are exponential with full jitter, capped; when the server said how long
+to wait (``retry-after-ms`` / ``retry-after`` > 0) that wait is used instead.
+``retry-after: 0`` gets the jittered backoff, not an immediate retry storm.
 
 Example:
     >>> policy = retry_policy(max_retries=2, sleep=lambda s: None)
@@ -22,7 +29,7 @@ from typing import Any, Final
 
 import tenacity
 
-from apiexec.errors import APIConnectionError, APIStatusError
+from apiexec.errors import APIConnectionError, APIStatusError, ServiceRefused
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +41,10 @@ NEVER_RETRY_5XX: Final = frozenset({501, 505})
 def is_retryable(exc: BaseException) -> bool:
     """True for errors worth another attempt."""
     if isinstance(exc, APIStatusError):
+        if getattr(exc, "should_retry", None) is not None:
+            return bool(exc.should_retry)
+        if isinstance(exc, ServiceRefused):
+            return False
         status = exc.status_code
         return status in RETRY_STATUSES or (status >= 500 and status not in NEVER_RETRY_5XX)
     return isinstance(exc, APIConnectionError)
@@ -56,7 +67,7 @@ class wait_server_or_backoff(tenacity.wait.wait_base):
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
         server_wait = getattr(exc, "retry_after", None)
-        if isinstance(server_wait, (int, float)) and server_wait >= 0:
+        if isinstance(server_wait, (int, float)) and server_wait > 0:
             return float(min(server_wait, self._cap))
         return float(self._backoff(retry_state))
 

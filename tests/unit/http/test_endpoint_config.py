@@ -130,6 +130,27 @@ BAD_VALUES = [
     ("verify", None),
     ("verify", 0),
     ("verify", ""),
+    # Absurd values are refused at config time (issue 12), not at the first call.
+    ("timeout", 1e30),
+    ("connect_timeout", 1e9),
+    ("total_timeout", 0),
+    ("total_timeout", 1e30),
+    ("backoff_max", 1e12),
+    ("retry_after_cap", math.inf),
+    ("max_retries", 10**9),
+    ("pool_maxsize", 10**8),
+    ("cache_size", 10**12),
+    ("cache_ttl", 1e30),
+    ("max_body_bytes", 0),
+    ("max_body_bytes", 10**15),
+    ("max_body_bytes", 1.5),
+    ("rate_limit_dialect", "klingon"),
+    ("query_secrets", (("key", "plain-text"),)),
+    ("api_key", "sk-\u2014dash"),
+    ("default_headers", {"x-goog-api-key": "AIza\u2014"}),
+    ("default_headers", {"X-Title": "a\r\nInjected: 1"}),
+    ("endpoint", "   "),
+    ("provider", ""),
 ]
 
 
@@ -299,7 +320,8 @@ def test_custom_auth_header_value_not_in_repr():
     cfg = make(default_headers={"api-key": KEY})
     assert KEY not in repr(cfg)
     assert KEY not in repr(cfg.default_headers)
-    assert cfg.default_headers["api-key"] == KEY
+    # A credential header is kept as a Secret (issue 12): revealed only to send it.
+    assert cfg.default_headers["api-key"].reveal() == KEY
 
 
 def test_secret_repr_str_and_reveal():

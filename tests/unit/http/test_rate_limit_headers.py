@@ -211,7 +211,7 @@ def test_openai_malformed_values_are_skipped(caplog: pytest.LogCaptureFixture) -
         "x-ratelimit-remaining-tokens": "149984.0",
         "x-ratelimit-reset-tokens": "6m0s",
     }
-    with caplog.at_level(logging.DEBUG, logger="apiexec.http.rate_limit_headers"):
+    with caplog.at_level(logging.DEBUG, logger="apiexec.http.header_values"):
         info = parse_openai_headers(headers)
     assert info == RateLimitInfo(remaining_tokens=149984, reset_tokens=360.0)
     assert "x-ratelimit-limit-requests" in caplog.text
@@ -258,6 +258,13 @@ def test_anthropic_documented_headers() -> None:
         limit_tokens=90000,
         remaining_tokens=89000,
         reset_tokens=30.0,
+        # Input (ITPM) and output (OTPM) limits are tracked apart (issue 12).
+        limit_input_tokens=80000,
+        remaining_input_tokens=79500,
+        reset_input_tokens=20.0,
+        limit_output_tokens=16000,
+        remaining_output_tokens=15000,
+        reset_output_tokens=45.0,
     )
 
 
@@ -326,7 +333,7 @@ def test_anthropic_headers_any_case() -> None:
 
 
 def test_parsers_registry() -> None:
-    assert sorted(PARSERS) == ["anthropic", "openai"]
+    assert sorted(PARSERS) == ["anthropic", "azure", "groq", "openai", "openrouter", "suffixed"]
     assert PARSERS["openai"](OPENAI_HEADERS, NOW) == parse_openai_headers(
         OPENAI_HEADERS
     )

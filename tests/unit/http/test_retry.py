@@ -197,9 +197,17 @@ def test_retry_after_ms_wins_over_retry_after():
 
 
 @responses.activate
-@pytest.mark.parametrize(("value", "expected"), [("3", 3.0), ("2.5", 2.5), ("0", 0.0)])
+@pytest.mark.parametrize(("value", "expected"), [("3", 3.0), ("2.5", 2.5)])
 def test_wait_honours_retry_after_seconds(value, expected):
     assert _wait_after({"Retry-After": value}) == pytest.approx(expected)
+
+
+@responses.activate
+def test_retry_after_zero_backs_off_with_jitter_instead_of_retrying_at_once():
+    """issue 12: ``retry-after: 0`` used to retry with no pause at all (a retry storm)."""
+    waits = {_wait_after({"Retry-After": "0"}, backoff_base=1.0, backoff_max=8.0) for _ in range(20)}
+    assert all(0.0 <= w <= 1.0 for w in waits)
+    assert len(waits) > 1  # jittered, not a fixed pause every client repeats in lockstep
 
 
 @responses.activate
@@ -209,9 +217,9 @@ def test_wait_honours_retry_after_http_date():
 
 
 @responses.activate
-def test_retry_after_date_in_the_past_waits_zero():
+def test_retry_after_date_in_the_past_backs_off():
     date = email.utils.formatdate(time.time() - 3600, usegmt=True)
-    assert _wait_after({"retry-after": date}) == 0.0
+    assert 0.0 <= _wait_after({"retry-after": date}, backoff_base=1.0) <= 1.0
 
 
 @responses.activate
@@ -219,10 +227,25 @@ def test_retry_after_date_in_the_past_waits_zero():
     "headers",
     [{"retry-after": "500"}, {"retry-after-ms": "500000"}, {"retry-after": "DATE"}],
 )
-def test_server_wait_capped_by_retry_after_cap(headers):
+def test_server_wait_beyond_the_cap_fails_at_once_with_the_wait_in_the_error(headers):
+    """issue 12: retrying before the server's time is a sure second 429; fail with the wait instead."""
     if headers.get("retry-after") == "DATE":
         headers = {"retry-after": email.utils.formatdate(time.time() + 3600, usegmt=True)}
-    assert _wait_after(headers, retry_after_cap=10.0) == 10.0
+    responses.post(URL, json={}, status=429, headers=headers)
+    responses.post(URL, json={"ok": True})
+    ep, sleep = make(retry_after_cap=10.0)
+    with pytest.raises(RateLimitError) as info:
+        ep.call({})
+    assert sleep.waits == []
+    assert len(responses.calls) == 1
+    assert info.value.retry_after > 10.0
+    assert info.value.should_retry is False
+    assert "retry_after_cap=10s" in str(info.value)
+
+
+@responses.activate
+def test_server_wait_within_the_cap_is_waited():
+    assert _wait_after({"retry-after": "10"}, retry_after_cap=10.0) == 10.0
 
 
 @responses.activate

@@ -1,0 +1,214 @@
+"""The pooled ``requests.Session`` of an endpoint.
+
+:func:`create_session` builds it once per endpoint:
+
+- an :class:`~requests.adapters.HTTPAdapter` keeping ``pool_maxsize``
+  connections, so many worker threads reuse connections instead of opening
+  and discarding them (requests' default of 10 is too small for 16+ threads),
+  with the configured (connect, read) timeouts as defaults;
+- connections that attach their socket to the running attempt's
+  :class:`~apiexec.http.deadline.Alarm` (so a total deadline can end a read
+  blocked inside ``http.client``) and are detached when they go back to the
+  pool;
+- redirects that drop every credential (headers and query keys) when they
+  leave the origin (scheme, host and port), where requests would drop only
+  ``Authorization``, and only on a change of host;
+- the environment (proxies, CA bundle) read once, at creation, not per
+  request;
+- urllib3's debug log redacted (it logs each request's URL, query included).
+
+Thread-safety contract: one session is shared by every worker thread of an
+endpoint. apiexec never changes it after creating it; do not mutate
+``endpoint.client`` while calls are running.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from apiexec.errors import ResponseTooLarge
+from apiexec.http.config import EndpointConfig
+from apiexec.http.credentials import CREDENTIAL_QUERY_PARAMS, install_log_filter
+from apiexec.http.deadline import CURRENT_ALARM
+
+USER_AGENT = "apiexec/0.1"
+#: Bytes read (and decompressed) at a time: bounds the memory one read can take.
+_READ_BYTES = 64 * 1024
+
+
+class _AlarmedConnection(HTTPConnection):
+    """Attaches itself to the running attempt's alarm before waiting for a response."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        alarm = CURRENT_ALARM.get()
+        if alarm is not None:
+            alarm.attach(self)
+            self._apiexec_alarm = alarm
+        return super().getresponse(*args, **kwargs)
+
+
+class _AlarmedHTTPSConnection(HTTPSConnection):
+    getresponse = _AlarmedConnection.getresponse
+
+
+class _Detaching:
+    """A pool mixin: a connection given back is detached from its alarm first."""
+
+    def _put_conn(self, conn: Any) -> None:
+        alarm = getattr(conn, "_apiexec_alarm", None)
+        if alarm is not None:
+            alarm.detach(conn)
+            conn._apiexec_alarm = None
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _HTTPPool(_Detaching, HTTPConnectionPool):
+    ConnectionCls = _AlarmedConnection
+
+
+class _HTTPSPool(_Detaching, HTTPSConnectionPool):
+    ConnectionCls = _AlarmedHTTPSConnection
+
+
+class PooledAdapter(HTTPAdapter):
+    """An HTTPAdapter with default timeouts, alarmed connections and a body cap.
+
+    Bodies not streamed are read here, in chunks, and refused with
+    :class:`~apiexec.errors.ResponseTooLarge` past ``max_body_bytes`` counted
+    after decompression, so a gzip bomb never fills memory. Socket timeouts
+    never reach past the running call's deadline.
+
+    Args:
+        timeout: Default ``(connect, read)`` timeouts.
+        pool_maxsize: Connections kept per host.
+        max_body_bytes: Largest body accepted.
+    """
+
+    def __init__(self, timeout: tuple[float, float], pool_maxsize: int, max_body_bytes: int = 1 << 40) -> None:
+        self.default_timeout = timeout
+        self.max_body_bytes = max_body_bytes
+        super().__init__(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        timeout = kwargs.get("timeout")
+        if timeout is None:
+            timeout = self.default_timeout
+        kwargs["timeout"] = _within_deadline(timeout)
+        response = super().send(request, stream=True, **kwargs)
+        if not stream:
+            _read_capped(response, self.max_body_bytes)
+        return response
+
+
+def _within_deadline(timeout: Any) -> Any:
+    """Socket timeouts no longer than the time left to the call's deadline."""
+    alarm = CURRENT_ALARM.get()
+    left = alarm.seconds_left() if alarm is not None else None
+    if left is None or not isinstance(timeout, tuple):
+        return timeout
+    left = max(left, 0.001)  # the deadline check before sending raised at 0
+    return tuple(left if t is None else min(t, left) for t in timeout)
+
+
+def _read_capped(response: requests.Response, limit: int) -> None:
+    """Read the whole body into ``response`` (as requests would), up to ``limit`` bytes."""
+    chunks, total = [], 0
+    try:
+        for chunk in response.iter_content(_READ_BYTES):
+            total += len(chunk)
+            if total > limit:
+                url = _without_query(response.url or "")
+                raise ResponseTooLarge(
+                    f"{url}: the response body passed max_body_bytes={limit} (after decompression)",
+                    url=url,
+                    limit=limit,
+                )
+            chunks.append(chunk)
+    except BaseException:
+        response.close()
+        raise
+    response._content = b"".join(chunks)
+    response._content_consumed = True  # type: ignore[attr-defined]
+
+class CredentialSession(requests.Session):
+    """A Session that drops every credential on a redirect to another origin.
+
+    Args:
+        secret_headers: Lower-case names of the headers that carry credentials.
+    """
+
+    def __init__(self, secret_headers: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.secret_headers = secret_headers
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        super().rebuild_auth(prepared_request, response)
+        new_url = prepared_request.url or ""
+        if response.request.url and _origin(response.request.url) != _origin(new_url):
+            for name in list(prepared_request.headers):
+                if name.lower() in self.secret_headers:
+                    del prepared_request.headers[name]
+            prepared_request.url = _without_credential_params(new_url)
+
+
+def create_session(config: EndpointConfig) -> requests.Session:
+    """A new session for ``config``: pool, timeouts, redirects, environment."""
+    install_log_filter()
+    session = CredentialSession(config.secret_header_names())
+    adapter = PooledAdapter((config.connect_timeout, config.timeout), config.pool_maxsize, config.max_body_bytes)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # Read the environment once instead of on every request (trust_env
+    # makes requests look up proxies, netrc and CA bundles per call).
+    session.proxies.update(requests.utils.get_environ_proxies(config.full_url))
+    session.verify = resolve_verify(config.verify)
+    session.trust_env = False
+    session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
+    return session
+
+
+def resolve_verify(verify: bool | str) -> bool | str:
+    """Read the CA bundle from the environment once (as requests would)."""
+    if verify is True:
+        return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return verify
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or ""), port
+
+
+def _without_query(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _without_credential_params(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [
+        (name, value)
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if name.lower() not in CREDENTIAL_QUERY_PARAMS
+    ]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(kept)))
