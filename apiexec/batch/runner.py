@@ -1,44 +1,70 @@
-"""The batch runner behind ``apiexec run``.
+"""The batch runner behind ``apiexec run``: :func:`run_batch`.
 
 Reads the input as a stream, submits one :class:`~apiexec.APICalling` per
-line to a :class:`~apiexec.RateLimitedExecutor` (its bounded queue gives
-backpressure, so memory stays flat), writes each answer to the
+line to a :class:`~apiexec.RateLimitedExecutor`, writes each answer to the
 :class:`~apiexec.batch.journal.Journal` the moment it arrives, and skips lines a
-previous run already answered. Ctrl-C lets calls in flight finish and be
-written; the rest are sent by the next run.
+previous run already answered *for the same request* (fingerprints match).
+
+What stops a run, and what it leaves behind:
+
+* **Ctrl-C / SIGTERM / SIGHUP** (the first): no new line is admitted, calls
+  in flight finish and are written, the summary is printed. From Python a
+  :class:`BatchInterrupted` (a ``KeyboardInterrupt``) is raised after that.
+* **A second signal**: stop waiting; every answer already received is
+  written, the calls still in flight are abandoned (counted and reported).
+* **The circuit breaker** (:mod:`apiexec.batch.breaker`): refused account,
+  storage down, a failing disk, the host gone: nothing more is admitted.
+
+In every case the lines not sent are left for the next run of the same
+command, which resumes.
 
 Example:
     >>> summary = run_batch(BatchOptions(input=Path("in.jsonl"),
     ...                                  output=Path("out.jsonl"),
     ...                                  endpoint=config))     # doctest: +SKIP
+    >>> summary.exit_code                                       # doctest: +SKIP
+    0
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import logging
-import threading
+import signal
+import sys
 import time
-import urllib.parse
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+from apiexec._checks import check_at_most, check_int, check_positive_number
+from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES
 from apiexec.batch.id_set import IdSet
-from apiexec.batch.journal import Journal, count_lines, error_row, read_batch, success_row
-from apiexec.errors import APIConnectionError, APIStatusError, APITimeoutError, CapacityError
+from apiexec.batch.journal import Journal, done_marker, row_key
+from apiexec.batch.lines import STDIN, BatchLine, read_batch
+from apiexec.batch.lock import OutputLock
+from apiexec.batch.progress import DEFAULT_PROGRESS_INTERVAL, Progress
+from apiexec.batch.rows import Outcome, make_row
+from apiexec.batch.signals import SignalWatcher
+from apiexec.batch.state import Endpoints, Gated, RunState
+from apiexec.batch.summary import BatchInterrupted, BatchSummary
+from apiexec.errors import ConfigError
 from apiexec.http.config import EndpointConfig
-from apiexec.http.endpoint import Endpoint
 from apiexec.limits.bucket import LimitBackend
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.llm.api_calling import APICalling
 from apiexec.rate_limited import RateLimitedExecutor
 
+__all__ = ["BatchInterrupted", "BatchOptions", "BatchSummary", "run_batch"]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_CONCURRENCY: Final = 16
+#: More threads than this is a typo, not a plan (and would exhaust the process).
+MAX_BATCH_CONCURRENCY: Final = 1024
+#: Calls not yet started allowed ahead of the workers.
+_QUEUE_AHEAD: Final = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,202 +72,104 @@ class BatchOptions:
     """What to run and how.
 
     Attributes:
-        input: JSONL input file.
+        input: JSONL input file (``.gz`` is read decompressed), or ``"-"`` for stdin.
         output: JSONL output journal (appended to; resumed from).
         endpoint: Base configuration; each line's ``url`` picks the path.
+        errors_output: Write failed lines here instead of into ``output``
+            (as OpenAI's batch error file), or None.
         requests_per_minute: Request limit, or None.
         tokens_per_minute: Token limit, or None (then tokens are not estimated).
-        concurrency: Calls in flight at once.
-        progress: Show a progress bar.
+        concurrency: Calls in flight at once (1 to 1024).
+        force: Use an output file that is not an apiexec journal (its rows
+            are moved to ``<output>.set-aside.jsonl``, never deleted).
+        progress: Report progress on standard error (a bar on a terminal,
+            else a plain line every ``progress_interval`` seconds).
+        progress_interval: Seconds between plain progress lines.
         limit_storage: Where the buckets live: ``memory://``, ``sqlite:///path.db``
             or ``redis://host:port/db`` (shared by every run naming it).
         limit_key: Name of the shared quota inside ``limit_storage``.
         backend: A ready limit backend instead of ``limit_storage``.
+        breaker_connection_failures: Connection failures in a row that stop the run.
+        stop_signals: Signals that stop the run gracefully (first) or
+            abandon the calls in flight (second); handled only when
+            :func:`run_batch` runs on the main thread.
+
+    Raises:
+        ConfigError: A value is out of range (the message names the field).
     """
 
-    input: Path
+    input: Path | str
     output: Path
     endpoint: EndpointConfig
+    errors_output: Path | None = None
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     concurrency: int = DEFAULT_BATCH_CONCURRENCY
+    force: bool = False
     progress: bool = False
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     limit_storage: str = DEFAULT_STORAGE
     limit_key: str = DEFAULT_KEY
     backend: LimitBackend | None = None
+    breaker_connection_failures: int = DEFAULT_CONNECTION_FAILURES
+    stop_signals: tuple[int, ...] = (signal.SIGINT,)
+
+    def __post_init__(self) -> None:
+        check_int("concurrency", self.concurrency, low=1)
+        check_at_most("concurrency", self.concurrency, MAX_BATCH_CONCURRENCY)
+        check_int("breaker_connection_failures", self.breaker_connection_failures, low=1)
+        check_positive_number("progress_interval", self.progress_interval)
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            if getattr(self, name) is not None:
+                check_positive_number(name, getattr(self, name))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.errors_output is not None:
+            object.__setattr__(self, "errors_output", Path(self.errors_output))
+            if _same_file(self.errors_output, self.output):
+                raise ConfigError("errors_output", "must not be the output file")
+        if str(self.input) != STDIN:
+            object.__setattr__(self, "input", Path(self.input))
+            for name in ("output", "errors_output"):
+                target = getattr(self, name)
+                if target is not None and _same_file(Path(self.input), target):
+                    raise ConfigError(name, "must not be the input file")
 
 
-@dataclass
-class BatchSummary:
-    """What a run did."""
-
-    lines: int = 0
-    submitted: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    invalid: int = 0
-    skipped: int = 0
-    tokens: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    wall_seconds: float = 0.0
-    interrupted: bool = False
-    compacted: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def all_succeeded(self) -> bool:
-        """True when no line failed or was invalid, and the run finished."""
-        return not (self.failed or self.invalid or self.interrupted)
-
-    def render(self) -> str:
-        """The human summary printed at the end of a run."""
-        rate = self.submitted / self.wall_seconds if self.wall_seconds > 0 else 0.0
-        status = "interrupted" if self.interrupted else "done"
-        return (
-            f"apiexec: {status}: {self.lines} lines, {self.succeeded} succeeded, {self.failed} failed, "
-            f"{self.invalid} invalid, {self.skipped} already done\n"
-            f"apiexec: {self.submitted} requests in {self.wall_seconds:.2f}s ({rate:.1f}/s), "
-            f"{self.retries} retries, {self.rate_limited} rate-limited (429), {self.tokens} tokens"
-        )
-
-
-class _Endpoints:
-    """One pooled endpoint per (method, path), created on first use."""
-
-    def __init__(self, base: EndpointConfig, pool_size: int) -> None:
-        self._base = base.with_changes(pool_maxsize=max(pool_size, base.pool_maxsize))
-        self._lock = threading.Lock()
-        self._by_key: dict[tuple[str, str], Endpoint] = {}
-
-    def get(self, method: str, url: str | None) -> Endpoint:
-        path = self._base.endpoint if url is None else _relative_path(self._base.base_url, url)
-        key = (method, path)
-        with self._lock:
-            endpoint = self._by_key.get(key)
-            if endpoint is None:
-                endpoint = Endpoint(self._base.with_changes(endpoint=path, method=method))
-                self._by_key[key] = endpoint
-            return endpoint
-
-    def close(self) -> None:
-        with self._lock:
-            endpoints, self._by_key = list(self._by_key.values()), {}
-        for endpoint in endpoints:
-            endpoint.close()
-
-
-def _relative_path(base_url: str, url: str) -> str:
-    """``/v1/chat/completions`` below ``https://host/v1`` is ``chat/completions``."""
-    base_parts = [p for p in urllib.parse.urlsplit(base_url).path.split("/") if p]
-    url_parts = [p for p in urllib.parse.urlsplit(url).path.split("/") if p]
-    if base_parts and url_parts[: len(base_parts)] == base_parts:
-        url_parts = url_parts[len(base_parts) :]
-    return "/".join(url_parts)
-
-
-class _Progress:
-    """A tqdm bar (auto: notebook or terminal), or nothing."""
-
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, unit="req", dynamic_ncols=True, smoothing=0.1)
-
-    def update(self, done: int, **postfix: int) -> None:
-        if self._bar is not None:
-            self._bar.update(done)
-            self._bar.set_postfix(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-class _Run:
-    """State of one run: the journal, counters and the done-callback."""
-
-    def __init__(self, options: BatchOptions, journal: Journal, executor: RateLimitedExecutor) -> None:
-        self.options = options
-        self.journal = journal
-        self.executor = executor
-        self.summary = BatchSummary()
-        self.write_error: BaseException | None = None
-        self._lock = threading.Lock()
-        total = count_lines(options.input) if options.progress else None
-        self.progress = _Progress(options.progress, total)
-
-    def record(self, row: dict[str, Any], *, ok: bool, tokens: int = 0, message: str | None = None) -> None:
-        self.journal.write(row)
-        with self._lock:
-            summary = self.summary
-            if ok:
-                summary.succeeded += 1
-                summary.tokens += tokens
-            else:
-                summary.failed += 1
-                if message and len(summary.failures) < 5:
-                    summary.failures.append(message)
-            metrics = self.executor.metrics
-            self.progress.update(1, failed=summary.failed, retries=metrics.retries, **{"429s": metrics.rate_limited})
-
-    def on_done(self, custom_id: str, call: APICalling, future: cf.Future[Any]) -> None:
-        """Write a finished call's row (runs as the future's done-callback).
-
-        A row that cannot be written is remembered and re-raised by the run:
-        a future's callback would otherwise only log it.
-        """
-        self.executor.pop(call.id)
-        if future.cancelled():
-            return  # not started: the next run sends it
-        try:
-            self._write_outcome(custom_id, call, future)
-        except Exception as exc:
-            with self._lock:
-                self.summary.failed += 1
-                self.write_error = self.write_error or exc
-
-    def _write_outcome(self, custom_id: str, call: APICalling, future: cf.Future[Any]) -> None:
-        error = future.exception()
-        status = call.response_status or 200
-        if error is None:
-            row = success_row(custom_id, status, call.request_id, future.result())
-            self.record(row, ok=True, tokens=call.used_tokens or 0)
-            return
-        code, status_code = _error_code(error)
-        message = str(error)
-        row = error_row(custom_id, code, message, status_code=status_code, request_id=call.request_id)
-        self.record(row, ok=False, message=f"{custom_id}: {message}")
-
-
-def _error_code(error: BaseException) -> tuple[str, int | None]:
-    if isinstance(error, APIStatusError):
-        return f"http_{error.status_code}", error.status_code
-    if isinstance(error, APITimeoutError):
-        return "timeout", None
-    if isinstance(error, APIConnectionError):
-        return "connection_error", None
-    if isinstance(error, CapacityError):
-        return "exceeds_token_limit", None
-    return type(error).__name__, None
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
 
 
 def run_batch(options: BatchOptions) -> BatchSummary:
     """Run every line of ``options.input``; answers go to ``options.output``.
 
     Returns:
-        The summary; ``interrupted`` is set when Ctrl-C stopped the run.
+        The summary (see :attr:`BatchSummary.exit_code`); ``stopped`` says
+        why the circuit breaker ended the run early.
 
     Raises:
-        OSError: The input cannot be read or the output written.
+        BatchInterrupted: Ctrl-C (or a stop signal) ended the run; raised
+            after every answer received was written. ``exc.summary`` holds
+            the summary.
+        OutputLocked: Another run is writing the same output.
+        NotAJournal: The output exists and was not written by apiexec
+            (pass ``force=True`` to use it).
+        OSError: The input cannot be read or the output opened.
         ConfigError: The limits or the limit storage URL are invalid.
         StorageError: The limit storage cannot be reached.
     """
+    summary = _execute(options)
+    if summary.interrupted:
+        raise BatchInterrupted(summary)
+    return summary
+
+
+def _execute(options: BatchOptions) -> BatchSummary:
     start = time.monotonic()
     executor = RateLimitedExecutor(  # first: a bad or unreachable storage fails before any file is touched
-        queue_capacity=max(2 * options.concurrency, 16),
+        queue_capacity=max(_QUEUE_AHEAD * options.concurrency, 16),
         interval=60.0,
         limit_requests=options.requests_per_minute,
         limit_tokens=options.tokens_per_minute,
@@ -250,52 +178,127 @@ def run_batch(options: BatchOptions) -> BatchSummary:
         key=options.limit_key,
         backend=options.backend,
     )
-    journal = Journal(options.output)
-    done, seen = journal.open(), IdSet()
-    endpoints = _Endpoints(options.endpoint, options.concurrency)
-    run = _Run(options, journal, executor)
-    try:
-        with ExitStack() as stack:
-            stack.callback(done.close)
-            stack.callback(seen.close)
-            stack.callback(journal.close)
-            stack.callback(endpoints.close)
-            stack.callback(run.progress.close)
-            stack.enter_context(executor)
-            _submit_all(run, endpoints, done, seen)
-            executor.join()
-        if run.write_error is not None:
-            raise run.write_error
-        # One row per custom_id already, unless an earlier run left rows or a
-        # duplicate line added an error row for an id that also has an answer.
-        if journal.rows_before or run.summary.invalid:
-            run.summary.compacted = journal.compact()
-    except KeyboardInterrupt:
-        run.summary.interrupted = True
-    metrics = executor.metrics.snapshot()
-    run.summary.retries = metrics["retries"]
-    run.summary.rate_limited = metrics["rate_limited"]
-    run.summary.wall_seconds = time.monotonic() - start
-    return run.summary
-
-
-def _submit_all(run: _Run, endpoints: _Endpoints, done: IdSet, seen: IdSet) -> None:
+    with ExitStack() as stack:
+        for path in filter(None, (options.output, options.errors_output)):
+            stack.enter_context(OutputLock(path))
+        journal = Journal(options.output, force=options.force)
+        done = journal.open()
+        stack.callback(done.close)
+        stack.callback(journal.close)
+        errors = None
+        if options.errors_output is not None:
+            errors = Journal(options.errors_output, force=options.force)
+            errors.open().close()
+            stack.callback(errors.close)
+        run = RunState(options, journal, errors)
+        current = IdSet()
+        stack.callback(current.close)
+        endpoints = Endpoints(options.endpoint, options.concurrency)
+        stack.callback(endpoints.close)
+        complete = _drive(run, executor, endpoints, done, current, stack)
+        run.closed = True
+        journal.close()
+        if complete:
+            _compact(run, current)
     summary = run.summary
-    count_tokens = run.options.tokens_per_minute is not None
-    for line in read_batch(run.options.input):
-        summary.lines += 1
-        if line.custom_id in done:
-            summary.skipped += 1
-            run.progress.update(1)
-            continue
-        first = seen.add(line.custom_id)
-        problem = line.error or (None if first else f"line {line.line_no}: duplicate custom_id {line.custom_id!r}")
-        if problem is not None or line.body is None:
-            summary.invalid += 1
-            run.journal.write(error_row(line.custom_id, "invalid_request", problem or "no body"))
-            logger.warning("%s", problem)
-            continue
-        call = APICalling(endpoints.get(line.method, line.url), line.body, requires_tokens=count_tokens)
-        future = run.executor.submit(call)
-        summary.submitted += 1
-        future.add_done_callback(functools.partial(run.on_done, line.custom_id, call))
+    summary.stopped = run.breaker.reason
+    metrics = executor.metrics.snapshot()
+    summary.retries = metrics.get("retries", 0)
+    summary.rate_limited = metrics.get("rate_limited", 0)
+    summary.wall_seconds = time.monotonic() - start
+    return summary
+
+
+def _drive(
+    run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet, stack: ExitStack
+) -> bool:
+    """Submit every line, then wait for the calls; True if the input was all handled."""
+    options = run.options
+    watcher = SignalWatcher(options.stop_signals, run.on_signal)
+    stack.callback(watcher.close)
+    mode = "off" if not options.progress else "bar" if sys.stderr.isatty() else "lines"
+    progress = Progress(mode, run.progress_state, sys.stderr, options.progress_interval)
+    executor.start()
+    abandoned = False
+    try:
+        try:
+            finished_input = _submit_all(run, executor, endpoints, done, current)
+        finally:
+            if run.halted:
+                executor.shutdown(wait=False)  # cancel what is queued; calls in flight go on
+            run.wait_until(lambda: run.outstanding == 0 or run.interrupts > 1)
+            abandoned = run.outstanding > 0
+            if abandoned:
+                run.summary.abandoned = run.outstanding
+                run.closed = True  # late answers of abandoned calls are not written
+    finally:
+        executor.shutdown(wait=not abandoned)
+        progress.close()
+    return finished_input and not run.halted
+
+
+def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet) -> bool:
+    """Admit lines while the run may; True when the input was read to its end."""
+    options, summary = run.options, run.summary
+    seen = IdSet()
+    window = max(_QUEUE_AHEAD * options.concurrency, 16)  # never more than the queue holds: submit never blocks
+    count_tokens = options.tokens_per_minute is not None
+    base = options.endpoint
+    try:
+        for line in read_batch(options.input, base_url=base.base_url, default_endpoint=base.endpoint):
+            if run.halted:
+                return False
+            summary.lines += 1
+            key = row_key(line.custom_id, line.fingerprint)
+            first = seen.add(line.custom_id)
+            current.add(key)
+            if key in done:
+                summary.skipped += 1
+                continue
+            if first and line.error is None and done_marker(line.custom_id) in done:
+                summary.changed += 1
+            problem = line.error or (None if first else f"line {line.line_no}: duplicate custom_id {line.custom_id!r}")
+            if problem is not None or line.body is None:
+                _write_invalid(run, line, problem or "no body")
+                continue
+            run.wait_until(lambda: run.outstanding < window or run.halted)
+            if run.halted:
+                return False
+            call = APICalling(
+                Gated(endpoints.get(line.method, line.path), run),  # type: ignore[arg-type]
+                line.body,
+                requires_tokens=count_tokens,
+            )
+            run.submitted()
+            future = executor.submit(call)
+            future.add_done_callback(functools.partial(run.on_done, line, call))
+        return True
+    finally:
+        seen.close()
+
+
+def _write_invalid(run: RunState, line: BatchLine, problem: str) -> None:
+    run.summary.invalid += 1
+    logger.warning("%s", problem)
+    if len(run.summary.failures) < 5:
+        run.summary.failures.append(problem)
+    outcome = Outcome(code="invalid_request", message=problem)
+    target = run.journal if run.errors is None else run.errors
+    run.write(target, make_row(line.layout, line.custom_id, line.fingerprint, outcome))
+
+
+def _compact(run: RunState, current: IdSet) -> None:
+    """At the end of a complete run: one row per input line; set strays aside."""
+    summary = run.summary
+    result = run.journal.compact(current)
+    summary.compacted, summary.set_aside = result.dropped, result.set_aside
+    summary.set_aside_path = result.aside_path
+    if run.errors is not None:
+        succeeded = run.journal.successful_keys()
+        try:
+            extra = run.errors.compact(current, superseded=succeeded)
+        finally:
+            succeeded.close()
+        summary.compacted += extra.dropped
+        summary.set_aside += extra.set_aside
+        summary.set_aside_path = summary.set_aside_path or extra.aside_path

@@ -1,0 +1,105 @@
+"""What a finished call means for the run: its row, and whether to stop.
+
+:func:`classify` maps a call's future to a :class:`Classified`: the
+:class:`~apiexec.batch.rows.Outcome` to write (None when the call was never
+sent: no row, the next run sends it), a reason to trip the circuit breaker,
+and whether it was a connection failure (N in a row trip it too).
+
+Example:
+    >>> import concurrent.futures as cf
+    >>> from apiexec.errors import APIConnectionError
+    >>> future = cf.Future()
+    >>> future.set_exception(APIConnectionError("http://h/v1/chat/completions: connection failed"))
+    >>> result = classify(None, future)
+    >>> result.outcome.code, result.connection_failure
+    ('connection_error', True)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass
+from typing import Any
+
+from apiexec.batch.breaker import refusal_reason
+from apiexec.batch.rows import Outcome, error_json
+from apiexec.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APIStreamIncomplete,
+    APITimeoutError,
+    BudgetExceeded,
+    CapacityError,
+    DeadlineExceeded,
+    ExecutorNotRunning,
+    QueueStopped,
+    StorageError,
+)
+
+
+class NotSent(Exception):
+    """A call reached a worker after the run stopped admitting: it was not sent."""
+
+
+@dataclass(frozen=True)
+class Classified:
+    """A call's meaning for the run.
+
+    Attributes:
+        outcome: The row's content, or None if the call was never sent.
+        trip: Why the circuit breaker must trip, or None.
+        connection_failure: The host did not answer at all.
+    """
+
+    outcome: Outcome | None
+    trip: str | None = None
+    connection_failure: bool = False
+
+
+#: Errors meaning "this call never went out": no row, the next run sends it.
+_UNSENT = (NotSent, ExecutorNotRunning, QueueStopped, StorageError, BudgetExceeded)
+
+
+def classify(call: Any, future: cf.Future[Any]) -> Classified:
+    """Map a finished call (``call`` may be None when unknown) to its :class:`Classified`."""
+    if future.cancelled():
+        return Classified(None)
+    error = future.exception()
+    if error is None:
+        status = getattr(call, "response_status", None) or 200
+        return Classified(Outcome(status_code=status, request_id=getattr(call, "request_id", None), body=future.result()))
+    if isinstance(error, _UNSENT):
+        return Classified(None, refusal_reason(error))
+    if isinstance(error, APIStatusError):
+        return Classified(_http_failure(error), refusal_reason(error))
+    return Classified(_no_answer(error, call), connection_failure=_is_connection_failure(error))
+
+
+def _http_failure(error: APIStatusError) -> Outcome:
+    body = getattr(error, "body", None)  # the whole error JSON, where the HTTP layer keeps it
+    if not isinstance(body, (dict, list)):
+        body = error_json(error.body_excerpt)
+    return Outcome(
+        status_code=error.status_code, request_id=error.request_id, body=body if isinstance(body, dict) else None,
+        message=str(error),
+    )
+
+
+def _no_answer(error: BaseException, call: Any) -> Outcome:
+    if isinstance(error, DeadlineExceeded):
+        never_sent = getattr(call, "response_status", None) is None and error.phase in ("queue", "admission")
+        return Outcome(code="deadline_exceeded", message=str(error), expired=never_sent)
+    if isinstance(error, APITimeoutError):
+        return Outcome(code="timeout", message=str(error))
+    if isinstance(error, APIStreamIncomplete):
+        return Outcome(code="stream_incomplete", message=str(error))
+    if isinstance(error, APIConnectionError):
+        return Outcome(code="connection_error", message=str(error))
+    if isinstance(error, CapacityError):
+        return Outcome(code="exceeds_token_limit", message=str(error))
+    return Outcome(code=type(error).__name__, message=str(error) or type(error).__name__)
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    # A timeout or a cut stream means the host answered, slowly or partly: not "down".
+    return isinstance(error, APIConnectionError) and not isinstance(error, (APITimeoutError, APIStreamIncomplete))
