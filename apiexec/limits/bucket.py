@@ -218,6 +218,7 @@ def sync_bucket(
             bucket = TokenBucket(capacity=capacity, rate=rate, level=float(remaining), stamp=now)
         bucket.refill(now)
         bucket.capacity, bucket.rate, bucket.ceiling = capacity, rate, max(float(limit), capacity)
+        bucket.level = min(bucket.level, capacity)  # never more at once than the (new) burst
     else:
         bucket.refill(now)
     bucket.level = min(bucket.level, float(remaining))

@@ -212,7 +212,7 @@ local function sync(i)
   else
     refill(b)
   end
-  b.level = math.min(b.level, remaining)
+  b.level = math.min(b.level, remaining, b.cap)
   buckets[i] = b
 end
 sync(1)
