@@ -316,9 +316,10 @@ class Endpoint:
             events.close()
 
     def _open_stream(
-        self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline
+        self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline | None = None
     ) -> tuple[EventStream, dict[str, Any] | None]:
         """One attempt: send, check the answer, read up to the first event."""
+        deadline = deadline or CallDeadline(self.config.total_timeout)
         alarm = self._arm(deadline)
         token = CURRENT_ALARM.set(alarm)
         try:

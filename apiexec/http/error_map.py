@@ -139,8 +139,13 @@ class ErrorMapper:
             return deadline.error(phase) if deadline is not None else DeadlineExceeded(phase, 0.0)
         url = self.url
         name = type(exc).__name__
-        if _timeout_cause(exc) is not None:
-            return APITimeoutError(f"{url}: timed out ({type(_timeout_cause(exc)).__name__})", url=url)
+        cause = _timeout_cause(exc)
+        if phase == "stream":  # the body of an event stream: a broken stream, retryable before its first event
+            if cause is not None:
+                return APITimeoutError(f"{url}: timed out reading the stream ({name})", url=url)
+            return APIConnectionError(f"{url}: the stream broke ({name})", url=url)
+        if cause is not None:
+            return APITimeoutError(f"{url}: timed out ({type(cause).__name__})", url=url)
         if isinstance(exc, requests.exceptions.SSLError):  # retrying cannot fix a certificate
             return APIError(f"{url}: TLS verification failed ({name})", url=url)
         if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):

@@ -215,6 +215,12 @@ def parse_suffixed_headers(headers: Mapping[str, str], now: float | None = None)
     return RateLimitInfo(retry_after=_parse_lowered_retry_after(headers, now), **fields)
 
 
+#: Values at least this large are epoch milliseconds (2001-09-09 in ms), and
+#: at least this large epoch seconds (also 2001); smaller ones are durations.
+_EPOCH_MS_FLOOR: Final = 1e12
+_EPOCH_S_FLOOR: Final = 1e9
+
+
 def parse_openrouter_headers(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo:
     """OpenRouter: ``X-RateLimit-Limit``, ``-Remaining``, ``-Reset`` (Unix epoch in ms).
 
@@ -224,11 +230,15 @@ def parse_openrouter_headers(headers: Mapping[str, str], now: float | None = Non
     reset = None
     text = headers.get("x-ratelimit-reset")
     if text is not None:
-        millis = _finite_seconds(text)
-        if millis is None:
+        value = _finite_seconds(text)
+        if value is None:
             logger.debug("ignoring malformed x-ratelimit-reset: %r", text)
-        else:
-            reset = _seconds_until(millis / 1000.0, now)
+        elif value >= _EPOCH_MS_FLOOR:
+            reset = _seconds_until(value / 1000.0, now)
+        elif value >= _EPOCH_S_FLOOR:  # servers of the same shape that send epoch seconds
+            reset = _seconds_until(value, now)
+        else:  # or seconds from now (Together)
+            reset = value
     return RateLimitInfo(
         retry_after=_parse_lowered_retry_after(headers, now),
         limit_requests=_parse_count(headers, "x-ratelimit-limit"),

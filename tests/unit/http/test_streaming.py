@@ -25,7 +25,7 @@ from apiexec import (
     RateLimitError,
 )
 from apiexec.call_context import call_context
-from apiexec.http import endpoint as endpoint_module
+from apiexec.http import event_stream as event_stream_module
 from apiexec.http.sse import DONE, ServerSentEvent, iter_events, iter_lines, iter_sse
 from apiexec.llm.stream_assembly import assemble, assemble_anthropic_message, assemble_chat_completion
 from apiexec.mock.server import MockServer, MockServerConfig
@@ -681,15 +681,15 @@ def test_undecodable_stream_is_a_broken_stream_and_retried(scripted):
 @pytest.mark.integration
 def test_early_close_stops_draining_after_the_byte_budget(scripted, monkeypatch):
     """A server still pouring out events is cut off after STREAM_DRAIN_BYTES, whatever the time left."""
-    monkeypatch.setattr(endpoint_module, "STREAM_DRAIN_TIMEOUT", 10.0)
-    body_chunks, received = endpoint_module._body_chunks, []
+    monkeypatch.setattr(event_stream_module, "STREAM_DRAIN_TIMEOUT", 10.0)
+    body_chunks, received = event_stream_module.body_chunks, []
 
     def counted(response):
         for chunk in body_chunks(response):
             received.append(len(chunk))
             yield chunk
 
-    monkeypatch.setattr(endpoint_module, "_body_chunks", counted)
+    monkeypatch.setattr(event_stream_module, "body_chunks", counted)
     srv = scripted("flood", "ok")
     with endpoint_for(srv.url) as ep:
         seen = record_responses(ep)
@@ -700,22 +700,23 @@ def test_early_close_stops_draining_after_the_byte_budget(scripted, monkeypatch)
         assert time.monotonic() - start < 1.0
         assert seen[0].raw.closed
         # the budget, plus at most the chunk that crossed it (events are 16 kB) and what came before
-        assert endpoint_module.STREAM_DRAIN_BYTES < sum(received) < endpoint_module.STREAM_DRAIN_BYTES + 40_000
+        assert event_stream_module.STREAM_DRAIN_BYTES < sum(received) < event_stream_module.STREAM_DRAIN_BYTES + 40_000
         assert content_of(ep.stream(CHAT_BODY)) == "ab"
     assert srv.connections == 2  # the cut-off connection was closed, not reused
 
 
 @pytest.mark.integration
 def test_early_close_stops_draining_at_the_deadline_while_events_keep_coming(scripted, monkeypatch):
-    monkeypatch.setattr(endpoint_module, "STREAM_DRAIN_BYTES", 10**12)
+    monkeypatch.setattr(event_stream_module, "STREAM_DRAIN_BYTES", 10**12)
     srv = scripted("flood", "ok")
-    with endpoint_for(srv.url) as ep:
+    # Loopback floods 64 MiB (the default body cap, which also ends a drain) within the drain time.
+    with endpoint_for(srv.url, max_body_bytes=1 << 40) as ep:
         stream = ep.stream(CHAT_BODY)
         assert content_of([next(stream)]) == "a"
         start = time.monotonic()
         stream.close()
         elapsed = time.monotonic() - start
-        assert endpoint_module.STREAM_DRAIN_TIMEOUT <= elapsed < 0.5  # it kept reading, up to the deadline
+        assert event_stream_module.STREAM_DRAIN_TIMEOUT <= elapsed < 0.5  # it kept reading, up to the deadline
         assert content_of(ep.stream(CHAT_BODY)) == "ab"
     assert srv.connections == 2
 
