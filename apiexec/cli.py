@@ -64,6 +64,15 @@ MAX_RETRIES_LIMIT: Final = 100
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
+_EXIT_STATUS: Final = """exit status:
+  0    every line succeeded
+  1    usage or configuration error
+  2    some lines failed or were invalid (their rows say why)
+  3    stopped early (account refused, storage or disk failing, host down);
+       the unsent lines are left for the next run
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP); run the same command to resume"""
+
+
 class UsageError(Exception):
     """A command-line usage error (printed as one line, exit status 1)."""
 
@@ -80,7 +89,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings or action.required:
             return text
         if isinstance(action, (argparse._StoreTrueAction, argparse._CountAction, argparse._HelpAction)):
             return text
@@ -133,28 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
-        "run", help="send every line of a JSONL file, resumably", formatter_class=_Help, description=__doc__
+        "run", help="send every line of a JSONL file, resumably", formatter_class=_Help,
+        description="Send every line of a JSONL file inside rate limits; resumable.", epilog=_EXIT_STATUS,
     )
     run.add_argument("input", help="OpenAI Batch or Anthropic Message Batches JSONL, or one request body per line; "
                      "'-' reads stdin, *.gz is decompressed")
     run.add_argument("-o", "--output", type=Path, required=True, help="results JSONL (appended to, resumed from)")
     run.add_argument("--errors-output", type=Path, metavar="PATH", help="write failed lines here, as OpenAI's error file")
-    run.add_argument("--provider", default="openai-compatible", choices=sorted(PRESETS))
+    run.add_argument("--provider", default="openai-compatible", choices=sorted(PRESETS),
+                     help="preset: base URL, auth and key variable of a known provider")
     run.add_argument("--base-url", help="API root including its version, e.g. http://localhost:8000/v1 "
                      "(default: the provider's)")
     run.add_argument("--endpoint", help="path for lines without a url (default: the provider's)")
     run.add_argument("--api-key-env", help="environment variable holding the API key (default: the provider's)")
     run.add_argument("--header", action="append", type=_header, default=[], metavar="NAME:VALUE",
                      help="extra header on every request (repeatable)")
-    run.add_argument("--requests-per-minute", type=_number(float, low=0.0, high=1e12, strict_low=True))
-    run.add_argument("--tokens-per-minute", type=_number(float, low=0.0, high=1e15, strict_low=True))
+    run.add_argument("--requests-per-minute", type=_number(float, low=0.0, high=1e12, strict_low=True),
+                     help="request limit (default: none, or the mock server's with --mock)")
+    run.add_argument("--tokens-per-minute", type=_number(float, low=0.0, high=1e15, strict_low=True),
+                     help="token limit; tokens are estimated per line when set")
     run.add_argument("--concurrency", type=_number(int, low=1, high=MAX_BATCH_CONCURRENCY),
                      default=DEFAULT_BATCH_CONCURRENCY, help="calls in flight at once")
     run.add_argument("--limit-storage", metavar="URL", default=DEFAULT_STORAGE,
                      help="where the limits live, shared by every process naming it: memory:// , "
                      "sqlite:///limits.db (one host) or redis://host:6379/0 (many hosts)")
     run.add_argument("--limit-key", metavar="NAME", default=DEFAULT_KEY, help="name of the shared quota in --limit-storage")
-    run.add_argument("--max-retries", type=_number(int, low=0, high=MAX_RETRIES_LIMIT), default=DEFAULT_MAX_RETRIES)
+    run.add_argument("--max-retries", type=_number(int, low=0, high=MAX_RETRIES_LIMIT), default=DEFAULT_MAX_RETRIES,
+                     help="retries per call after the first attempt (429, 5xx, connection errors)")
     run.add_argument("--timeout", type=_number(float, low=0.0, high=86_400, strict_low=True),
                      help="seconds per attempt (default: the endpoint's)")
     run.add_argument("--stop-after-connection-failures", type=_number(int, low=1, high=1_000_000),
@@ -172,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     mock = commands.add_parser("mock-server", help="serve the built-in OpenAI-shaped mock API", formatter_class=_Help)
     mock_command.add_arguments(mock)
+    for action in mock._actions:  # argparse prints no line (so no default) for an option without help
+        if action.help is None and action.option_strings:
+            action.help = action.dest.replace("_", " ")
     return parser
 
 

@@ -208,10 +208,10 @@ class Journal:
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
             except OSError:
-                if written:
-                    # Leave no torn row behind: later rows must start on a line of their own.
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, self._size)
+                # Leave no torn row behind (a failing write may have stored part of it):
+                # later rows must start on a line of their own.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
                 raise
             self._size += written
 

@@ -87,7 +87,7 @@ def _http_failure(error: APIStatusError) -> Outcome:
 
 def _no_answer(error: BaseException, call: Any) -> Outcome:
     if isinstance(error, DeadlineExceeded):
-        never_sent = getattr(call, "response_status", None) is None and error.phase in ("queue", "admission")
+        never_sent = getattr(call, "response_status", None) is None and error.phase in ("queued", "admission")
         return Outcome(code="deadline_exceeded", message=str(error), expired=never_sent)
     if isinstance(error, APITimeoutError):
         return Outcome(code="timeout", message=str(error))
