@@ -66,6 +66,7 @@ class CircuitBreaker:
 
     Args:
         url: The storage, as shown in errors (no password).
+        label: What errors name (default ``url``; backends add their key).
         threshold: Consecutive failures that open the breaker.
         cooldown: First wait before a probe, in seconds.
         clock: Monotonic clock (injectable for tests).
@@ -78,6 +79,7 @@ class CircuitBreaker:
         self,
         url: str,
         *,
+        label: str | None = None,
         threshold: int = DEFAULT_THRESHOLD,
         cooldown: float = DEFAULT_COOLDOWN,
         clock: Callable[[], float] = time.monotonic,
@@ -85,6 +87,7 @@ class CircuitBreaker:
         check_int("threshold", threshold, low=1)
         check_positive_number("cooldown", cooldown)
         self.url = url
+        self.label = label or url
         self._threshold = threshold
         self._base_cooldown = float(cooldown)
         self._clock = clock
@@ -127,7 +130,7 @@ class CircuitBreaker:
                 return  # this call is the probe
             wait = max(0.0, self._open_until - now)
             raise StorageError(
-                f"limit storage {self.url} unavailable after {self._failures} failure"
+                f"limit storage {self.label} unavailable after {self._failures} failure"
                 f"{'s' if self._failures != 1 else ''} in a row (last: {self._last_error}); "
                 f"next try in {wait:.2g}s",
                 url=self.url,
@@ -137,7 +140,7 @@ class CircuitBreaker:
         """The storage answered: close the breaker."""
         with self._lock:
             if self._state != CLOSED:
-                logger.warning("limit storage %s answers again", self.url)
+                logger.warning("limit storage %s answers again", self.label)
             self._state, self._failures, self._probing = CLOSED, 0, False
             self._cooldown = self._base_cooldown
 
@@ -159,7 +162,7 @@ class CircuitBreaker:
             self._state, self._probing = OPEN, False
             self._open_until = self._clock() + self._cooldown
             logger.warning(
-                "limit storage %s failing (%s); failing calls fast for %.3gs", self.url, self._last_error, self._cooldown
+                "limit storage %s failing (%s); failing calls fast for %.3gs", self.label, self._last_error, self._cooldown
             )
 
 

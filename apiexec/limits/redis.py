@@ -309,7 +309,7 @@ class RedisBackend:
         self.key = key
         self.redis_key = KEY_PREFIX + key
         self.url = redact_url(url) if url is not None else f"redis client {type(client).__name__}"
-        self.breaker = breaker or CircuitBreaker(self.url)
+        self.breaker = breaker or CircuitBreaker(self.url, label=f"{self.url} (key {key!r})")
         self._password = _password_of(url)
         lim = self.limits
         self._prefix_args: list[str | float] = [

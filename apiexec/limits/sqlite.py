@@ -145,6 +145,16 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)  # pragma: no cover - Python < 3.11
 
 
+def _writable(path: Path, mode: int) -> bool:
+    """Writable for us, and not marked read-only for everyone.
+
+    Root may write to a file whose write bits are all off; a file made
+    ``chmod a-w`` is still read-only in intent, and the rest of the fleet
+    cannot write it: root fails like everyone else instead of going alone.
+    """
+    return bool(mode & 0o222) and os.access(path, os.W_OK)
+
+
 class SQLiteBackend:
     """Request and token buckets in a SQLite file, shared by key.
 
@@ -209,7 +219,7 @@ class SQLiteBackend:
         self.key = key
         self.path = Path(path)
         self.url = display or f"sqlite:///{self.path}"
-        self.breaker = breaker or CircuitBreaker(self.url)
+        self.breaker = breaker or CircuitBreaker(self.url, label=f"{self.url} (key {key!r})")
         self._busy_timeout = float(busy_timeout)
         self._clock = clock
         self._lock = threading.Lock()
@@ -417,7 +427,7 @@ class SQLiteBackend:
         if self._identity is None or identity[:2] != self._identity[:2]:
             self._drop_connection()
             raise _Failure(self._error("the file was replaced by another file", None), trip=True)
-        if not os.access(self.path, os.W_OK):
+        if not _writable(self.path, st.st_mode):
             raise _Failure(self._error("the file was made read-only", None), trip=True)
         self._identity = identity  # a mode change that left it writable
 
@@ -457,6 +467,9 @@ class SQLiteBackend:
         except BaseException:
             conn.close()
             raise
+        if not _writable(self.path, st.st_mode):
+            conn.close()
+            raise _Failure(self._error("the file is read-only", None), trip=True)
         self._identity = (st.st_dev, st.st_ino, st.st_mode)
         logger.debug("opened limit storage %s", self.url)
         return conn
