@@ -28,7 +28,8 @@ from apiexec.errors import (
 from apiexec.execution.event import Event, Execution, ExecutionStatus
 from apiexec.execution.executor import Executor
 from apiexec.execution.work_queue import Queue, QueueConfig
-from apiexec.http.config import EndpointConfig, Secret
+from apiexec.http.config import EndpointConfig
+from apiexec.http.credentials import Secret
 from apiexec.http.endpoint import Endpoint
 from apiexec.llm.api_calling import APICalling
 from apiexec.rate_limited import RateLimitedExecutor

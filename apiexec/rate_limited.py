@@ -1,10 +1,14 @@
-"""RateLimitedExecutor: an Executor that admits calls through token buckets.
+"""RateLimitedExecutor: an Executor whose admission policy is a rate limiter.
 
-Before a call runs, the dispatcher takes one request and the call's
-``required_tokens`` together from the limiter (see :mod:`apiexec.limits.bucket`);
-when capacity is short it waits, in order, exactly until capacity is due.
-After the call, the token bucket is corrected by the usage the response
-reports, and a 429's ``retry-after`` pauses every call of this executor.
+This is the one module that joins the execution layer, the limits layer and
+the HTTP layer's header parsing. :class:`RateLimitAdmission` is the policy:
+before a call runs it takes one request and the call's ``required_tokens``
+together from the limiter (:mod:`apiexec.limits`), waiting in order exactly
+until capacity is due; after the call it corrects the token bucket by the
+usage the response reports; every response's rate-limit headers bring the
+buckets into line with the server, and a 429's ``retry-after`` pauses every
+call. :class:`RateLimitedExecutor` is an :class:`Executor` built with that
+policy; it overrides nothing.
 
 With ``storage=`` (SQLite or Redis) and ``key=``, the buckets and the pause
 are shared by every process naming the same storage and key: one quota for a
@@ -14,8 +18,9 @@ storage fails with :class:`~apiexec.errors.StorageError` before it is sent.
 Example:
     >>> ex = RateLimitedExecutor(limit_requests=500, limit_tokens=200_000,
     ...                          interval=60.0, concurrency_limit=16)
-    >>> with ex:                                           # doctest: +SKIP
-    ...     results = list(ex.map(calls))
+    >>> with ex:
+    ...     ex.submit(pow, 2, 10).result()
+    1024
 """
 
 from __future__ import annotations
@@ -25,22 +30,100 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from apiexec._checks import check_positive_number
-from apiexec.errors import ConfigError, StorageError
+from apiexec.errors import ConfigError, DeadlineExceeded, StorageError
+from apiexec.execution.event import Event
 from apiexec.execution.executor import Executor
+from apiexec.execution.runtime import Runtime
 from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
-from apiexec.llm.api_calling import APICalling
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL: Final = 60.0
+
+
+class RateLimitAdmission:
+    """The admission policy of :class:`RateLimitedExecutor`.
+
+    Args:
+        limiter: Where calls take their request and tokens.
+
+    Example:
+        >>> policy = RateLimitAdmission(RateLimiter(MemoryBackend(2, None, 60.0)))
+        >>> policy.admit(Event(abs, args=(1,)), stop=threading.Event(), deadline=None)
+        0
+    """
+
+    blocking = True
+
+    def __init__(self, limiter: RateLimiter, *, max_wait: float = DEFAULT_CAPACITY_REFRESH_TIME) -> None:
+        self.limiter = limiter
+        self._max_wait = max_wait
+
+    def admit(self, event: Any, *, stop: threading.Event, deadline: float | None) -> int | None:
+        """Take one request and the event's tokens, waiting in order.
+
+        Raises:
+            CapacityError: The event needs more tokens than the limit.
+            DeadlineExceeded: The event's deadline passed while it waited.
+            StorageError: The shared storage failed.
+        """
+        tokens = tokens_of(event)
+        if deadline is None:
+            return tokens if self.limiter.acquire(tokens, cancelled=stop.is_set) else None
+
+        def give_up() -> bool:
+            return stop.is_set() or time.monotonic() >= deadline
+
+        if self.limiter.acquire(tokens, cancelled=give_up):
+            return tokens
+        if stop.is_set():
+            return None
+        raise DeadlineExceeded("admission", getattr(event, "timeout", None) or 0.0)
+
+    def admit_retry(self, stop: threading.Event) -> bool:
+        """A retry takes a request from the bucket, like a first attempt."""
+        return self.limiter.acquire(0, cancelled=stop.is_set)
+
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
+        """Bring the buckets into line with a response's rate-limit headers."""
+        info = parse_rate_limit_headers(headers)
+        if info.is_empty:
+            return
+        with _best_effort("rate-limit headers"):
+            self.limiter.backend.sync(_server_limits(info))
+        if status_code == 429 and info.retry_after:
+            logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
+            with _best_effort("server pause"):
+                self.limiter.pause(info.retry_after)
+
+    def settle(self, event: Any, reserved: int) -> None:
+        """Correct the token bucket by the usage the response reported."""
+        used = getattr(event, "used_tokens", None)
+        if not isinstance(used, int) or isinstance(used, bool):
+            used = None
+        if used is not None:  # also when nothing was reserved: the limit still holds
+            with _best_effort("usage correction"):
+                self.limiter.adjust(reserved - used)
+
+    def wake(self) -> None:
+        """Wake every waiter (shutdown)."""
+        self.limiter.wake()
+
+    def after_fork(self) -> None:
+        """A fresh limiter over the same storage in a forked child."""
+        backend = self.limiter.backend
+        reset = getattr(backend, "after_fork", None)
+        if callable(reset):
+            reset()
+        self.limiter = RateLimiter(backend, max_wait=self._max_wait)
 
 
 class RateLimitedExecutor(Executor):
@@ -53,13 +136,14 @@ class RateLimitedExecutor(Executor):
         limit_requests: Requests per ``interval``; None for no request limit.
         limit_tokens: Tokens per ``interval``; None for no token limit.
         concurrency_limit: Calls running at once (worker threads).
-        event_type: Events accepted (default :class:`APICalling`).
+        event_type: Events accepted (default any :class:`Event`, API calls
+            included; plain callables given to ``submit`` always are).
         storage: Where the buckets live: ``memory://`` (this process),
             ``sqlite:///path.db`` (the processes of one host) or
             ``redis://host:port/db`` (many hosts).
         key: Name of the shared quota inside ``storage`` (e.g. ``"openai-prod"``).
-        backend: A ready :class:`~apiexec.limits.bucket.LimitBackend` instead of
-            ``storage`` (e.g. a Redis Cluster one).
+        backend: A ready :class:`~apiexec.limits.bucket.LimitBackend` instead
+            of ``storage`` (e.g. a Redis Cluster one).
         clock: Monotonic clock for the ``memory://`` backend (tests inject one).
 
     Raises:
@@ -77,7 +161,7 @@ class RateLimitedExecutor(Executor):
         limit_tokens: float | None = None,
         concurrency_limit: int | None = None,
         *,
-        event_type: type | str = APICalling,
+        event_type: type | str = Event,
         storage: str = DEFAULT_STORAGE,
         key: str = DEFAULT_KEY,
         backend: LimitBackend | None = None,
@@ -87,15 +171,17 @@ class RateLimitedExecutor(Executor):
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
             if limit is not None:
                 check_positive_number(field, limit)
-        super().__init__(event_type, QueueConfig(queue_capacity, capacity_refresh_time, concurrency_limit))
+        if backend is not None and (storage != DEFAULT_STORAGE or key != DEFAULT_KEY):
+            raise ConfigError("storage", "give storage=/key= or backend=, not both")
+        queue_config = QueueConfig(queue_capacity, capacity_refresh_time, concurrency_limit)
         self.interval = float(interval)
         self.limit_requests = limit_requests
         self.limit_tokens = limit_tokens
-        if backend is not None and (storage != DEFAULT_STORAGE or key != DEFAULT_KEY):
-            raise ConfigError("storage", "give storage=/key= or backend=, not both")
         self.storage = storage
         self.key = key
-        self.limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
+        limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
+        admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time)
+        super().__init__(event_type, queue_config, admission=admission)
 
     def _open_storage(self, clock: Clock) -> LimitBackend:
         if self.storage == DEFAULT_STORAGE:
@@ -107,6 +193,13 @@ class RateLimitedExecutor(Executor):
             limit_tokens=self.limit_tokens,
             interval=self.interval,
         )
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The rate limiter every call is admitted through."""
+        admission = self.admission
+        assert isinstance(admission, RateLimitAdmission)
+        return admission.limiter
 
     @property
     def available_request(self) -> int | None:
@@ -121,14 +214,14 @@ class RateLimitedExecutor(Executor):
         return None if level is None else math.floor(level + 1e-9)
 
     @property
-    def _rate_limit_replenisher_task(self) -> threading.Thread | None:
-        """The thread admitting calls as capacity comes due (None when stopped).
+    def _rate_limit_replenisher_task(self) -> Runtime | None:
+        """What admits calls as capacity comes due (None when stopped).
 
         There is no periodic replenisher: buckets refill continuously and the
-        dispatcher sleeps exactly until capacity is due. The seed design's
-        name is kept for what replaced it.
+        worker at the head of the queue waits exactly until capacity is due.
+        The seed design's name is kept for the runtime that replaced it.
         """
-        return self._dispatcher
+        return self._runtime
 
     def request_permission(self, event: Any) -> bool:
         """Take capacity for ``event`` now if there is enough. Never blocks.
@@ -136,44 +229,7 @@ class RateLimitedExecutor(Executor):
         Raises:
             CapacityError: The event needs more tokens than ``limit_tokens``.
         """
-        return self.limiter.try_acquire(_tokens_of(event))
-
-    def _admit(self, event: Any) -> int | None:
-        tokens = _tokens_of(event)
-        if self.limiter.acquire(tokens, cancelled=lambda: self._closing):
-            return tokens
-        return None
-
-    def _wake_admission(self) -> None:
-        self.limiter.wake()
-
-    def _settle(self, event: Any, reserved: int) -> None:
-        used = getattr(event, "used_tokens", None)
-        if not isinstance(used, int) or isinstance(used, bool):
-            used = None
-        self.metrics.record_tokens(reserved, used)
-        if used is not None:  # also when nothing was reserved: the limit still holds
-            with _best_effort("usage correction"):
-                self.limiter.adjust(reserved - used)
-
-    def _observe_response(self, status_code: int, headers: Mapping[str, str]) -> None:
-        super()._observe_response(status_code, headers)
-        info = parse_rate_limit_headers(headers)
-        if info.is_empty:
-            return
-        with _best_effort("rate-limit headers"):
-            self.limiter.backend.sync(_server_limits(info))
-        if status_code == 429 and info.retry_after:
-            logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
-            with _best_effort("server pause"):
-                self.limiter.pause(info.retry_after)
-
-    def _retry_gate(self) -> Callable[[], bool]:
-        return self._admit_retry
-
-    def _admit_retry(self) -> bool:
-        """A retry takes a request from the bucket, like a first attempt."""
-        return self.limiter.acquire(0, cancelled=lambda: self._closing)
+        return self.limiter.try_acquire(tokens_of(event))
 
 
 @contextlib.contextmanager
@@ -189,7 +245,8 @@ def _best_effort(what: str) -> Iterator[None]:
         logger.warning("%s not recorded: %s", what, exc)
 
 
-def _tokens_of(event: Any) -> int:
+def tokens_of(event: Any) -> int:
+    """The tokens an event asks to reserve (0 when it says nothing usable)."""
     tokens = getattr(event, "required_tokens", None)
     return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else 0
 

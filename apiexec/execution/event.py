@@ -17,13 +17,18 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from apiexec._checks import check_at_most, check_positive_number
 from apiexec.call_context import call_context
+from apiexec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+#: Longest call deadline accepted (a day): beyond it a deadline is a mistake.
+MAX_TIMEOUT = 86_400.0
 
 
 class ExecutionStatus(str, enum.Enum):
@@ -80,15 +85,29 @@ def describe_error(exc: BaseException) -> str:
 
 
 class Event:
-    """One unit of work: a callable, its keyword arguments, its execution.
+    """One unit of work: a callable, its arguments, its execution.
 
     Args:
         invoke_function: What ``invoke()`` calls.
         invoke_kwargs: Keyword arguments it is called with.
+        args: Positional arguments it is called with (before the keywords).
+        tokens: Tokens a rate-limited executor reserves for the call
+            (``required_tokens``); None for none.
+        timeout: Seconds from submission within which the call must finish
+            (queueing, rate-limit waits, retries and the response included);
+            None for no deadline. A call past it fails with
+            :class:`~apiexec.errors.DeadlineExceeded`.
+
+    Raises:
+        ConfigError: ``tokens`` or ``timeout`` is invalid.
 
     Example:
         >>> Event(print, {"sep": ""}).event_type
         'event'
+        >>> ev = Event(abs, args=(-3,))
+        >>> ev.invoke()
+        >>> ev.execution.result
+        3
     """
 
     event_type: ClassVar[str] = "event"
@@ -97,12 +116,25 @@ class Event:
         self,
         invoke_function: Callable[..., Any] | None = None,
         invoke_kwargs: Mapping[str, Any] | None = None,
+        *,
+        args: Iterable[Any] = (),
+        tokens: int | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._id = uuid.uuid4()
         self._created_at = time.time()
         self._execution = Execution()
         self._invoke_function = invoke_function
         self._invoke_kwargs = dict(invoke_kwargs or {})
+        self._invoke_args = tuple(args)
+        self._required_tokens: int | None = None
+        if tokens is not None:
+            self.required_tokens = tokens
+        if timeout is not None:
+            check_positive_number("timeout", timeout)
+            check_at_most("timeout", timeout, MAX_TIMEOUT)
+        #: Seconds from submission the call must finish within, or None.
+        self.timeout: float | None = None if timeout is None else float(timeout)
         #: Status of the last HTTP response the call got, if it made one.
         self.response_status: int | None = None
         #: The provider's id of that response, when it sent one.
@@ -133,6 +165,22 @@ class Event:
         """The keyword arguments it is called with."""
         return self._invoke_kwargs
 
+    @property
+    def event_invoke_args(self) -> tuple[Any, ...]:
+        """The positional arguments it is called with."""
+        return self._invoke_args
+
+    @property
+    def required_tokens(self) -> int | None:
+        """Tokens a rate-limited executor reserves for this call (None: none)."""
+        return self._required_tokens
+
+    @required_tokens.setter
+    def required_tokens(self, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError("required_tokens", f"must be an int >= 0 or None, not {value!r}")
+        self._required_tokens = value
+
     def invoke(self) -> None:
         """Run the call once on this thread and record the outcome.
 
@@ -150,7 +198,7 @@ class Event:
         with call_context() as ctx:
             before = ctx.attempts
             try:
-                result = function(**self.event_invoke_kwargs)
+                result = function(*self._invoke_args, **self._invoke_kwargs)
             except Exception as exc:  # the failure is the execution's state
                 self._record_failure(exc)
             except BaseException as exc:  # Ctrl-C, exit: record, then let it go

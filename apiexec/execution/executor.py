@@ -2,47 +2,52 @@
 
 The call path, top-down::
 
-    submit(event) ─ append ─ forward ─▶ Queue (bounded; blocks when full)
-                                          │ dequeue (takes a concurrency slot)
-                                  dispatcher thread ── _admit (rate limits)
-                                          │
-                          ThreadPoolExecutor worker ── event.invoke() ── task_done
+    submit(event) ─▶ WorkItem(event, future) ─▶ Queue (bounded; blocks when full)
+                                                 │ a worker takes it (in order)
+                                     admission.admit (rate limits; may wait)
+                                                 │
+                                   event.invoke() ─▶ future resolved ─▶ forgotten
 
-One dispatcher thread takes events from the queue in order, admits them (the
-:class:`~apiexec.rate_limited.RateLimitedExecutor` waits there for capacity)
-and hands them to a :class:`concurrent.futures.ThreadPoolExecutor` whose
-size is the concurrency limit. Every accepted event gets a real
-:class:`concurrent.futures.Future` and ends in exactly one terminal state.
-The executor keeps its own record of each event's state, so events it cannot
-inspect (mocks, foreign types) are still accounted for.
+One :class:`~apiexec.execution.runtime.WorkItem` carries each call from
+``submit`` to its future, as in CPython's ``ThreadPoolExecutor``; the future
+is the call's state machine. Workers take items from the queue themselves
+and ask the **admission policy** (:mod:`apiexec.execution.admission`) before
+running them — one worker at a time when the policy may wait, so calls are
+admitted strictly in submission order. A finished call is forgotten at once:
+a long-lived executor holds only calls not yet finished.
 
 Leaving ``with executor:`` (normally, by an exception or by Ctrl-C) lets the
-calls in flight finish, cancels the calls not started, joins every thread it
-started and sets ``task_queue`` back to None.
+calls in flight finish, cancels the calls not started (their futures are
+seen by ``concurrent.futures.wait``) and sets ``task_queue`` back to None.
 
 Example:
-    >>> with Executor(Event) as ex:
-    ...     fut = ex.submit(Event(pow, {"base": 2, "exp": 10}))
-    ...     fut.result()
+    >>> with Executor() as ex:
+    ...     ex.submit(pow, 2, 10).result()
     1024
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import enum
+import functools
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final
 
+from apiexec._checks import check_at_most
 from apiexec.call_context import call_context
-from apiexec.errors import EventFailed, ExecutorNotRunning, QueueStopped
+from apiexec.errors import DeadlineExceeded, EventFailed, ExecutorNotRunning, QueueStopped
+from apiexec.execution import runtime as rt
+from apiexec.execution.admission import Admission, Unlimited
 from apiexec.execution.event import Event, Execution, ExecutionStatus, describe_error
+from apiexec.execution.mapping import map_results
 from apiexec.execution.metrics import Metrics
+from apiexec.execution.runtime import Runtime, WorkItem, cancel_future, notify_cancelled
 from apiexec.execution.work_queue import Queue, QueueConfig
 
 logger = logging.getLogger(__name__)
@@ -50,26 +55,19 @@ logger = logging.getLogger(__name__)
 #: Worker threads (and concurrency slots) when ``concurrency_limit`` is None.
 DEFAULT_CONCURRENCY: Final = 32
 
+#: Most worker threads an executor may have: beyond this, threads cost more
+#: than they bring (use processes or several hosts).
+MAX_CONCURRENCY: Final = 10_000
+
 _CANCEL_MESSAGE: Final = "cancelled: the executor shut down before the call started"
 
 
-@dataclass(frozen=True)
-class _Runtime:
-    """What a started executor runs on; swapped out whole at shutdown."""
+class ExecutorState(enum.Enum):
+    """Where an executor is in its life-cycle (like httpx's ``ClientState``)."""
 
-    queue: Queue
-    pool: cf.ThreadPoolExecutor
-    dispatcher: threading.Thread
-
-
-@dataclass
-class _Record:
-    """The executor's own view of one event (mocks cannot be trusted)."""
-
-    future: cf.Future[Any] = field(default_factory=cf.Future)
-    status: ExecutionStatus = ExecutionStatus.PENDING
-    accepted: bool = False  # forwarded into the queue: counted by join()
-    reserved: int = 0  # tokens taken from a limiter at admission
+    IDLE = "idle"  # not started, or shut down: start() (again) to use it
+    RUNNING = "running"
+    CLOSING = "closing"  # shutdown() under way: no new calls
 
 
 class Executor:
@@ -77,33 +75,64 @@ class Executor:
 
     Args:
         event_type: The event class accepted (or an ``event_type`` string).
+            Plain callables given to :meth:`submit` are always accepted.
         queue_config: Queue bound, refresh time and concurrency limit.
+        admission: The policy asked before each call runs (default
+            :class:`~apiexec.execution.admission.Unlimited`).
 
     Raises:
         TypeError: ``append``/``submit`` of an event of another type.
+        ConfigError: The concurrency limit is absurd (above 10,000).
 
     Example:
         >>> config = QueueConfig(queue_capacity=100, capacity_refresh_time=1.0,
         ...                      concurrency_limit=8)
         >>> with Executor(Event, config) as ex:
-        ...     results = list(ex.map(Event(pow, {"base": i, "exp": 2}) for i in range(3)))
+        ...     results = list(ex.map(Event(abs, args=(-i,)) for i in range(3)))
         >>> results
-        [0, 1, 4]
+        [0, 1, 2]
     """
 
-    def __init__(self, event_type: type | str = Event, queue_config: QueueConfig | None = None) -> None:
+    def __init__(
+        self,
+        event_type: type | str = Event,
+        queue_config: QueueConfig | None = None,
+        *,
+        admission: Admission | None = None,
+    ) -> None:
         self.event_type = event_type
         self.queue_config = queue_config or QueueConfig()
-        self.events: dict[Any, Any] = {}
-        self.pending: dict[Any, Any] = {}
-        self._records: dict[Any, _Record] = {}
+        check_at_most("concurrency_limit", self.max_workers, MAX_CONCURRENCY)
+        self.admission: Admission = admission or Unlimited()
+        self.metrics = Metrics()
+        self._items: dict[int, WorkItem] = {}  # every call not yet finished, by id(event)
+        self._pending: dict[int, WorkItem] = {}  # appended, not yet forwarded (in order)
+        self._unfinished = 0  # forwarded and not yet finished: what join() waits for
         self._lock = threading.RLock()
         self._all_done = threading.Condition(self._lock)
-        self._unfinished = 0
-        self._closing = False
-        self._stop = threading.Event()  # set at shutdown: ends retry backoffs at once
-        self._runtime: _Runtime | None = None
-        self.metrics = Metrics()
+        self._state = ExecutorState.IDLE
+        self._runtime: Runtime | None = None
+        self._finalizer: weakref.finalize | None = None
+        rt.register(self)
+
+    # -- views ----------------------------------------------------------------
+
+    @property
+    def state(self) -> ExecutorState:
+        """IDLE, RUNNING or CLOSING."""
+        return self._state
+
+    @property
+    def events(self) -> dict[Any, Any]:
+        """Calls not yet finished (pending, queued or running), by event id."""
+        with self._lock:
+            return {item.event.id: item.event for item in self._items.values()}
+
+    @property
+    def pending(self) -> dict[Any, Any]:
+        """Calls appended but not yet forwarded into the queue, by event id."""
+        with self._lock:
+            return {item.event.id: item.event for item in self._pending.values()}
 
     @property
     def task_queue(self) -> Queue | None:
@@ -112,59 +141,60 @@ class Executor:
         return None if runtime is None else runtime.queue
 
     @property
-    def _dispatcher(self) -> threading.Thread | None:
-        runtime = self._runtime
-        return None if runtime is None else runtime.dispatcher
-
-    @property
     def max_workers(self) -> int:
         """Worker threads: the concurrency limit, or DEFAULT_CONCURRENCY."""
         return self.queue_config.concurrency_limit or DEFAULT_CONCURRENCY
 
-    # -- life-cycle ---------------------------------------------------------
+    @property
+    def is_all_processed(self) -> bool:
+        """True when nothing is pending, queued or running."""
+        with self._lock:
+            return not self._pending and self._unfinished == 0
+
+    # -- life-cycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the queue, the dispatcher and the worker pool (idempotent)."""
+        """Open the queue; workers start as calls arrive (idempotent)."""
         with self._lock:
-            if self._runtime is not None:
+            if self._state is ExecutorState.RUNNING:
                 return
-            queue = Queue(
-                self.queue_config.queue_capacity,
-                self.queue_config.capacity_refresh_time,
-                self.max_workers,
-            )
-            pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="apiexec-worker")
-            dispatcher = threading.Thread(
-                target=self._dispatch_loop, args=(queue, pool), name="apiexec-dispatcher", daemon=True
-            )
-            self._runtime = _Runtime(queue, pool, dispatcher)
-            self._closing = False
-            self._stop = threading.Event()
-            dispatcher.start()
+            if self._state is ExecutorState.CLOSING:
+                raise ExecutorNotRunning("the executor is shutting down; start it again afterwards")
+            config = self.queue_config
+            queue = Queue(config.queue_capacity, config.capacity_refresh_time, self.max_workers)
+            head = threading.Lock() if self.admission.blocking else None
+            runtime = Runtime(queue, self.max_workers, head)
+            self._finalizer = weakref.finalize(self, rt.finalize_runtime, runtime)
+            self._finalizer.atexit = False  # the runtime module's exit hook handles exit
+            self.metrics.gauge("queue_depth", queue.qsize)
+            self._runtime = runtime
+            self._state = ExecutorState.RUNNING
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = True) -> None:
         """Stop: finish calls in flight, cancel calls not started. Safe twice.
 
         Args:
             wait: Wait for the calls in flight and join the worker threads.
+            cancel_futures: Cancel calls not started (the only behaviour:
+                accepted for ``concurrent.futures`` compatibility).
         """
         with self._lock:
             runtime = self._runtime
-            if runtime is None:
+            if runtime is None or self._state is not ExecutorState.RUNNING:
                 return
-            self._closing = True
-            self._stop.set()
-        runtime.queue.stop()
-        self._wake_admission()
-        runtime.dispatcher.join()
-        for event in runtime.queue.drain():
-            self._cancel(event)
-        for event in self._take_pending():
-            self._cancel(event)
-        runtime.pool.shutdown(wait=wait)
+            self._state = ExecutorState.CLOSING
+        not_started = runtime.stop()  # sets the stop event first: waits end at once
+        self.admission.wake()
+        for item in not_started + self._take_pending():
+            self._cancel(item)
+        if wait:
+            runtime.join()
+            self.join()
         with self._lock:
+            if self._finalizer is not None:
+                self._finalizer.detach()
             self._runtime = None
-            self._closing = False
+            self._state = ExecutorState.IDLE
         logger.debug("executor shut down")
 
     def __enter__(self) -> Executor:
@@ -179,7 +209,29 @@ class Executor:
     ) -> None:
         self.shutdown(wait=True)
 
-    # -- bookkeeping --------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's threads are gone; start afresh.
+
+        Calls the parent had queued or running belong to the parent: their
+        futures here are cancelled (never run twice). A running executor
+        stays usable: new workers start on the next ``submit``.
+        """
+        self._lock = threading.RLock()
+        self._all_done = threading.Condition(self._lock)
+        self.admission.after_fork()
+        self.metrics.after_fork()
+        items = list(self._items.values())
+        self._items, self._pending, self._unfinished = {}, {}, 0
+        for item in items:
+            cancel_future(item.future)
+        was_running = self._state is ExecutorState.RUNNING
+        self._state, self._runtime = ExecutorState.IDLE, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if was_running:
+            self.start()
+
+    # -- bookkeeping (the seed's names) ------------------------------------------
 
     def append(self, event: Any) -> cf.Future[Any]:
         """Record an event as pending (not yet queued).
@@ -192,14 +244,7 @@ class Executor:
             ValueError: The event is already recorded.
         """
         self._check_type(event)
-        with self._lock:
-            if event.id in self.events or event.id in self._records:
-                raise ValueError(f"event {event.id} is already recorded")
-            record = _Record()
-            self._records[event.id] = record
-            self.events[event.id] = event
-            self.pending[event.id] = event
-            return record.future
+        return self._add(event).future
 
     def pop(self, event_id: Any) -> Any:
         """Forget an event; one not yet forwarded is cancelled.
@@ -208,11 +253,14 @@ class Executor:
             KeyError: No such event.
         """
         with self._lock:
-            event = self.events.pop(event_id)
-            unforwarded = self.pending.pop(event_id, None) is not None
+            key = next((k for k, item in self._items.items() if item.event.id == event_id), None)
+            if key is None:
+                raise KeyError(event_id)
+            item = self._items.pop(key)
+            unforwarded = self._pending.pop(key, None) is not None
         if unforwarded:
-            self._cancel(event)
-        return event
+            self._cancel(item)
+        return item.event
 
     def forward(self) -> None:
         """Move every pending event into the queue, oldest first.
@@ -225,74 +273,66 @@ class Executor:
         """
         while True:
             with self._lock:
-                queue = self._running_queue()
-                if not self.pending:
+                runtime = self._running()
+                if not self._pending:
                     return
-                event_id = next(iter(self.pending))
-                event = self.pending.pop(event_id)
-                record = self._records[event_id]
-                record.accepted = True
+                key = next(iter(self._pending))
+                item = self._pending.pop(key)
+                item.accepted = True
                 self._unfinished += 1
-            try:
-                queue.enqueue(event)
-            except QueueStopped:
-                self._cancel(event)
-                raise ExecutorNotRunning("the executor shut down while forwarding") from None
-            except BaseException:  # Ctrl-C while blocked on a full queue
-                self._cancel(event)
-                raise
+            self._enqueue(runtime, item)
 
-    def submit(self, event: Any) -> cf.Future[Any]:
-        """Append and forward one event.
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        """Run an event, or ``fn(*args, **kwargs)`` as ``concurrent.futures`` does.
 
         Returns:
             A future with the call's result, or its exception.
 
         Raises:
             ExecutorNotRunning: The executor is not started, or shut down.
+            TypeError: An event of another type than ``event_type``.
         """
-        with self._lock:  # no shutdown between the check and the append
-            self._running_queue()
-            future = self.append(event)
-        self.forward()
-        return future
+        if args or kwargs or not _is_event(fn):
+            if not callable(fn):
+                raise TypeError(f"submit needs an event or a callable, not {type(fn).__name__}")
+            event = Event(fn, kwargs, args=args)
+        else:
+            event = fn
+            self._check_type(event)
+        with self._lock:  # no shutdown between the check and the record
+            runtime = self._running()
+            item = self._add(event, pending=False)
+            item.accepted = True
+            self._unfinished += 1
+        self._enqueue(runtime, item)
+        return item.future
 
-    def map(self, events: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+    def map(
+        self,
+        events: Iterable[Any],
+        timeout: float | None = None,
+        *,
+        return_exceptions: bool = False,
+    ) -> Iterator[Any]:
         """Submit events and yield their results in input order.
 
         Events are submitted lazily, a queue's worth ahead of the results
-        yielded, so an endless iterable is fine. A failed event raises its
-        exception here; events not yet started are then cancelled.
+        yielded, so an endless iterable is fine.
 
         Args:
             events: Events of ``event_type``.
             timeout: Seconds from this call until every result is due.
+            return_exceptions: Yield a failed call's exception (and a
+                cancelled one's ``CancelledError``) in its place and go on;
+                nothing is cancelled. Otherwise the first failure is raised
+                here and the calls not yet started are cancelled.
 
         Raises:
-            TimeoutError: A result was not ready in time.
+            TimeoutError: A result was not ready in time (the message says
+                which and after how long).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         window = self.queue_config.queue_capacity + self.max_workers
-        inflight: deque[tuple[Any, cf.Future[Any]]] = deque()
-        try:
-            for event in events:
-                if len(inflight) >= window:  # never block in submit on a full pipeline
-                    yield self._result(*inflight.popleft(), deadline)
-                inflight.append((event, self.submit(event)))
-            while inflight:
-                yield self._result(*inflight.popleft(), deadline)
-        finally:
-            for _, future in inflight:
-                future.cancel()
-
-    def _result(self, event: Any, future: cf.Future[Any], deadline: float | None) -> Any:
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            return future.result(remaining)
-        finally:
-            if future.done():
-                with self._lock:
-                    self.events.pop(event.id, None)
+        return map_results(self.submit, events, window, timeout, return_exceptions)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every forwarded event is in a terminal state.
@@ -303,180 +343,161 @@ class Executor:
         with self._all_done:
             return self._all_done.wait_for(lambda: self._unfinished == 0, timeout)
 
-    @property
-    def is_all_processed(self) -> bool:
-        """True when nothing is pending, queued or running."""
-        with self._lock:
-            return not self.pending and self._unfinished == 0
-
     def process_event(self, event: Any) -> None:
         """Run one event now, on the calling thread (admission included).
 
         The event must not also be queued. Its outcome is in its execution
         (and its future, when it was appended).
+
+        Raises:
+            ValueError: The event is already queued or running.
+            CapacityError: The event can never fit inside the limits.
         """
         with self._lock:
-            record = self._records.get(event.id)
-            if record is None and event.id in self.events:
-                raise ValueError(f"event {event.id} has already run")
-            if record is not None and (record.accepted or record.status is not ExecutionStatus.PENDING):
+            item = self._items.get(id(event))
+            if item is not None and id(event) not in self._pending:
                 raise ValueError(f"event {event.id} is already queued or running")
-            record = record or _Record()
-            self.pending.pop(event.id, None)
-            record.status = ExecutionStatus.PROCESSING
-        if record.future.cancelled():
-            self._cancel(event, record)
-            return
+            execution = getattr(event, "execution", None)
+            if item is None and isinstance(execution, Execution) and execution.status.is_terminal:
+                raise ValueError(f"event {event.id} has already run")
+            if item is None:
+                item = self._add(event, pending=False)
+            else:
+                del self._pending[id(event)]
+        stop = self._runtime.stop_event if self._runtime is not None else threading.Event()
+        if self._admit(item, stop, reraise=True):
+            self._invoke(item, stop)
+
+    # -- the data path -------------------------------------------------------------
+
+    def _enqueue(self, runtime: Runtime, item: WorkItem) -> None:
         try:
-            reserved = self._admit(event)
-        except Exception as exc:  # e.g. CapacityError: the event fails, the caller hears
-            self._finish(event, ExecutionStatus.FAILED, error=exc, record=record)
+            runtime.queue.enqueue(item)
+        except QueueStopped:
+            self._cancel(item)
+            raise ExecutorNotRunning("the executor shut down while forwarding the call to its queue") from None
+        except BaseException:  # Ctrl-C while blocked on a full queue
+            self._cancel(item)
             raise
-        if reserved is None or not record.future.set_running_or_notify_cancel():
-            self._cancel(event, record)
-            return
-        record.reserved = reserved
-        self._invoke(event, record)
+        runtime.ensure_worker(functools.partial(_take, weakref.ref(self), runtime))
 
-    # -- the data path ------------------------------------------------------
-
-    def _dispatch_loop(self, queue: Queue, pool: cf.ThreadPoolExecutor) -> None:
-        while True:
-            try:
-                event = queue.dequeue()
-            except QueueStopped:
-                return
-            try:
-                self._dispatch(event, queue, pool)
-            except BaseException:  # never lose an event, never kill the loop silently
-                logger.exception("dispatching event %s failed", event.id)
-                self._finish(event, ExecutionStatus.FAILED, error=RuntimeError("dispatch failed"))
-                queue.task_done()
-
-    def _dispatch(self, event: Any, queue: Queue, pool: cf.ThreadPoolExecutor) -> None:
-        record = self._record_of(event)
-        if record is None or record.future.cancelled():
-            self._cancel(event)
-            queue.task_done()
-            return
+    def _admit(self, item: WorkItem, stop: threading.Event, *, reraise: bool = False) -> bool:
+        """Ask the admission policy; False when the call must not run."""
+        if item.future.cancelled():
+            self._cancel(item)
+            return False
         try:
-            reserved = self._admit(event)
-        except Exception as exc:  # e.g. CapacityError: fails now rather than hang
-            self._finish(event, ExecutionStatus.FAILED, error=exc)
-            queue.task_done()
-            return
-        if reserved is None or not record.future.set_running_or_notify_cancel():
-            self._cancel(event)
-            queue.task_done()
-            return
-        with self._lock:
-            record.status = ExecutionStatus.PROCESSING
-            record.reserved = reserved
-        pool.submit(self._work, event, record, queue)
+            if item.deadline is not None and time.monotonic() >= item.deadline:
+                raise DeadlineExceeded("queued", item.timeout or 0.0)
+            started = time.perf_counter()
+            reserved = self.admission.admit(item.event, stop=stop, deadline=item.deadline)
+            self.metrics.record_admission_wait(time.perf_counter() - started)
+        except Exception as exc:  # CapacityError, DeadlineExceeded, StorageError: fail, never hang
+            self._finish(item, ExecutionStatus.FAILED, error=exc)
+            if reraise:
+                raise
+            return False
+        if reserved is None or not item.future.set_running_or_notify_cancel():
+            if reserved:
+                self.admission.settle(item.event, reserved)
+            self._cancel(item)
+            return False
+        item.reserved = reserved
+        return True
 
-    def _work(self, event: Any, record: _Record, queue: Queue) -> None:
+    def _invoke(self, item: WorkItem, stop: threading.Event) -> None:
+        event = item.event
+        self.metrics.call_started()
+        gate = functools.partial(self.admission.admit_retry, stop)
         try:
-            self._invoke(event, record)
-        finally:
-            queue.task_done()
-
-    def _invoke(self, event: Any, record: _Record) -> None:
-        try:
-            with call_context(self._observe_response, self._retry_gate(), self._stop):
+            with call_context(self._observe, gate, stop, item.deadline, item.timeout):
                 value = event.invoke()
         except BaseException as exc:
-            self._finish(event, ExecutionStatus.FAILED, error=exc, record=record)
+            self._finish(item, ExecutionStatus.FAILED, error=exc)
             if not isinstance(exc, Exception):
                 raise
             return
+        used = getattr(event, "used_tokens", None)
+        self.metrics.record_tokens(item.reserved, used if isinstance(used, int) else None)
         try:
-            self._settle(event, record.reserved)  # before join() can see the call as done
+            self.admission.settle(event, item.reserved)  # before join() can see the call as done
         except Exception:  # bookkeeping must never lose the call's outcome
             logger.exception("settling limits after event %s failed", event.id)
         execution = getattr(event, "execution", None)
         if isinstance(execution, Execution) and execution.status is ExecutionStatus.FAILED:
             error = execution.exception or EventFailed(execution.error or "the event failed")
-            self._finish(event, ExecutionStatus.FAILED, error=error, record=record)
+            self._finish(item, ExecutionStatus.FAILED, error=error)
         else:
             result = execution.result if isinstance(execution, Execution) else value
-            self._finish(event, ExecutionStatus.COMPLETED, result=result, record=record)
+            self._finish(item, ExecutionStatus.COMPLETED, result=result)
 
-    # -- hooks for RateLimitedExecutor ----------------------------------------
-
-    def _admit(self, event: Any) -> int | None:
-        """Admit an event; return tokens reserved, or None to cancel it."""
-        return 0
-
-    def _settle(self, event: Any, reserved: int) -> None:
-        """Called after a call completed, with what admission reserved."""
-
-    def _observe_response(self, status_code: int, headers: Any) -> None:
-        """Told of every HTTP response of every call."""
+    def _observe(self, status_code: int, headers: Any) -> None:
         self.metrics.record_response(status_code)
+        self.admission.observe(status_code, headers)
 
-    def _retry_gate(self) -> Callable[[], bool] | None:
-        """What a call's retry waits on before it is sent (None: nothing)."""
-        return None
+    # -- state changes ---------------------------------------------------------------
 
-    def _wake_admission(self) -> None:
-        """Wake a dispatcher waiting in ``_admit`` (at shutdown)."""
-
-    # -- state changes --------------------------------------------------------
-
-    def _record_of(self, event: Any) -> _Record | None:
+    def _add(self, event: Any, *, pending: bool = True) -> WorkItem:
+        """Record a new call (lock taken here; re-entrant)."""
+        timeout = getattr(event, "timeout", None)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+            timeout = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        item = WorkItem(event, deadline=deadline, timeout=timeout)
+        key = id(event)
         with self._lock:
-            return self._records.get(event.id)
+            if key in self._items:
+                raise ValueError(f"event {event.id} is already recorded")
+            self._items[key] = item
+            if pending:
+                self._pending[key] = item
+        return item
 
-    def _running_queue(self) -> Queue:
+    def _running(self) -> Runtime:
         runtime = self._runtime
-        if runtime is None or self._closing:
+        if runtime is None or self._state is not ExecutorState.RUNNING:
             raise ExecutorNotRunning(
                 "the executor is not running: use `with executor:` or call executor.start()"
             )
-        return runtime.queue
+        return runtime
 
-    def _take_pending(self) -> list[Any]:
+    def _take_pending(self) -> list[WorkItem]:
         with self._lock:
-            events = list(self.pending.values())
-            self.pending.clear()
-            return events
+            items = list(self._pending.values())
+            self._pending.clear()
+            return items
 
-    def _cancel(self, event: Any, record: _Record | None = None) -> None:
-        _set_execution(event, ExecutionStatus.CANCELLED, error=_CANCEL_MESSAGE)
-        self._finish(event, ExecutionStatus.CANCELLED, record=record)
+    def _cancel(self, item: WorkItem) -> None:
+        _set_execution(item.event, ExecutionStatus.CANCELLED, error=_CANCEL_MESSAGE)
+        self._finish(item, ExecutionStatus.CANCELLED)
 
     def _finish(
         self,
-        event: Any,
+        item: WorkItem,
         status: ExecutionStatus,
         *,
         result: Any = None,
         error: BaseException | None = None,
-        record: _Record | None = None,
     ) -> None:
-        """Move an event to a terminal state exactly once.
+        """Move a call to its terminal state exactly once, then forget it.
 
         The future is resolved (and its callbacks run) before ``join()`` can
-        see the event as finished.
+        see the call as finished.
         """
+        event = item.event
         with self._lock:
-            record = record or self._records.get(event.id)
-            if record is None or record.status.is_terminal:
-                return
-            record.status = status
-            if self._records.get(event.id) is record:
-                del self._records[event.id]
+            if item.finished:
+                return  # exactly once
+            item.finished = True
+            if self._items.get(id(event)) is item:
+                del self._items[id(event)]
+                self._pending.pop(id(event), None)
+        _resolve(item.future, status, result, error)
         self._record_metrics(event, status)
-        if status is ExecutionStatus.CANCELLED:
-            record.future.cancel()
-        elif status is ExecutionStatus.FAILED:
-            assert error is not None
-            if isinstance(event, Event) and not event.execution.status.is_terminal:
-                _set_execution(event, status, error=describe_error(error))
-            _resolve(record.future, error=error)
-        else:
-            _resolve(record.future, result=result)
-        if record.accepted:
+        unrecorded = isinstance(event, Event) and not event.execution.status.is_terminal
+        if status is ExecutionStatus.FAILED and unrecorded:
+            _set_execution(event, status, error=describe_error(error or EventFailed("failed")))
+        if item.accepted:
             with self._lock:
                 self._unfinished -= 1
                 if self._unfinished == 0:
@@ -500,6 +521,52 @@ class Executor:
             raise TypeError(f"this executor runs {name} events, not {type(event).__name__}")
 
 
+def _take(ref: weakref.ref[Executor], runtime: Runtime) -> bool:
+    """A worker's step: take the next item, admit it, run it.
+
+    Holds only a weak reference to the executor while it blocks on the
+    queue. Returns False when the worker should exit (executor gone).
+
+    Raises:
+        QueueStopped: The queue was stopped (shutdown).
+    """
+    if runtime.head is None:
+        item = runtime.queue.dequeue()
+        executor = ref()
+        admitted = _admit_guarded(executor, item, runtime)
+    else:
+        with runtime.head:  # one worker at a time admits: strict submission order
+            item = runtime.queue.dequeue()
+            executor = ref()
+            admitted = _admit_guarded(executor, item, runtime)
+    try:
+        if executor is None:
+            rt.cancel_items([item])
+            return False
+        if admitted:
+            executor._invoke(item, runtime.stop_event)
+        return True
+    finally:
+        runtime.queue.task_done()
+
+
+def _admit_guarded(executor: Executor | None, item: WorkItem, runtime: Runtime) -> bool:
+    """Admit on a worker; a policy failing past ``Exception`` fails that call only."""
+    if executor is None:
+        return False
+    try:
+        return executor._admit(item, runtime.stop_event)
+    except BaseException as exc:  # e.g. SystemExit from a policy: the worker must go on
+        logger.exception("admission of event %s failed", getattr(item.event, "id", "?"))
+        executor._finish(item, ExecutionStatus.FAILED, error=RuntimeError(f"admission failed: {exc!r}"))
+        return False
+
+
+def _is_event(obj: Any) -> bool:
+    """True for events (ours or look-alikes), False for plain callables."""
+    return isinstance(obj, Event) or (hasattr(obj, "invoke") and hasattr(obj, "id"))
+
+
 def _set_execution(event: Any, status: ExecutionStatus, *, error: str) -> None:
     """Record a status on the event's execution, where it has one."""
     execution = getattr(event, "execution", None)
@@ -512,11 +579,18 @@ def _set_execution(event: Any, status: ExecutionStatus, *, error: str) -> None:
         pass
 
 
-def _resolve(future: cf.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    """Complete a future that may still be PENDING (process_event path)."""
-    if not future.running() and not future.done() and not future.set_running_or_notify_cancel():
-        return
+def _resolve(future: cf.Future[Any], status: ExecutionStatus, result: Any, error: BaseException | None) -> None:
+    """Resolve a future unless it already is (a caller may have cancelled it)."""
     if future.done():
+        notify_cancelled(future)  # a caller's cancel(): let cf.wait see it
+        return
+    if status is ExecutionStatus.CANCELLED:
+        if future.running():  # admitted, then given up at the last step
+            future.set_exception(cf.CancelledError(_CANCEL_MESSAGE))
+        else:
+            cancel_future(future)
+        return
+    if not future.running() and not future.set_running_or_notify_cancel():
         return
     if error is not None:
         future.set_exception(error)

@@ -1,7 +1,8 @@
 """Always-on, cheap counters of an executor's work.
 
-A few integer additions under one lock per call, and a bounded sample of
-latencies for percentiles.
+A few integer additions under one lock per call, and bounded samples of
+latencies and admission waits for percentiles. ``snapshot()`` is what a
+service exports (see :mod:`apiexec.execution.prometheus` for Prometheus).
 
 Example:
     >>> m = Metrics()
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 #: Latencies kept for percentiles (the most recent ones).
@@ -27,11 +29,35 @@ class Metrics:
         self._lock = threading.Lock()
         self._status: collections.Counter[str] = collections.Counter()
         self._latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLE)
+        self._admission_waits: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLE)
+        self._gauges: dict[str, Callable[[], float]] = {}
+        self.started = 0
+        self.admission_wait_total = 0.0
         self.retries = 0
         self.responses = 0
         self.rate_limited = 0
         self.tokens_reserved = 0
         self.tokens_used = 0
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Report ``read()`` as ``name`` in every snapshot (e.g. queue depth)."""
+        with self._lock:
+            self._gauges[name] = read
+
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child (the parent's may be held)."""
+        self._lock = threading.Lock()
+
+    def call_started(self) -> None:
+        """Count one call starting to run (in flight until it finishes)."""
+        with self._lock:
+            self.started += 1
+
+    def record_admission_wait(self, seconds: float) -> None:
+        """Count how long a call waited for admission (rate limits)."""
+        with self._lock:
+            self._admission_waits.append(seconds)
+            self.admission_wait_total += seconds
 
     def record_finish(self, status: str, *, latency: float | None = None, attempts: int | None = None) -> None:
         """Count one event reaching a terminal status."""
@@ -60,10 +86,17 @@ class Metrics:
         """A consistent copy of every figure, with latency percentiles (s)."""
         with self._lock:
             latencies = sorted(self._latencies)
-            return {
+            waits = sorted(self._admission_waits)
+            finished_after_start = self._status["completed"] + self._status["failed"]
+            gauges = dict(self._gauges)
+            figures: dict[str, Any] = {
                 "completed": self._status["completed"],
                 "failed": self._status["failed"],
                 "cancelled": self._status["cancelled"],
+                "in_flight": max(0, self.started - finished_after_start),
+                "admission_wait_total": self.admission_wait_total,
+                "admission_wait_p50": _percentile(waits, 0.50),
+                "admission_wait_p99": _percentile(waits, 0.99),
                 "retries": self.retries,
                 "responses": self.responses,
                 "rate_limited": self.rate_limited,
@@ -73,6 +106,9 @@ class Metrics:
                 "latency_p90": _percentile(latencies, 0.90),
                 "latency_p99": _percentile(latencies, 0.99),
             }
+        for name, read in gauges.items():  # outside the lock: a gauge may take its own
+            figures[name] = read()
+        return figures
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from apiexec._checks import check_int, check_positive_number
+from apiexec.clock import REAL, Waiter
 from apiexec.errors import QueueStopped
 
 DEFAULT_QUEUE_CAPACITY: Final = 100
@@ -83,6 +83,8 @@ class Queue(queue.Queue[Any]):
         queue_capacity: Bound of the queue (``maxsize``).
         capacity_refresh_time: Longest single wait of a blocked thread.
         concurrency_limit: Slots for dequeued, unfinished events; None: no gate.
+        waiter: Clock and blocking (default :data:`apiexec.clock.REAL`;
+            tests pass a fake one).
 
     Raises:
         ConfigError: For invalid settings (see :class:`QueueConfig`).
@@ -93,16 +95,14 @@ class Queue(queue.Queue[Any]):
         queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
         capacity_refresh_time: float = DEFAULT_CAPACITY_REFRESH_TIME,
         concurrency_limit: int | None = None,
+        *,
+        waiter: Waiter = REAL,
     ) -> None:
         self.config = QueueConfig(queue_capacity, capacity_refresh_time, concurrency_limit)
+        self._waiter = waiter
         super().__init__(maxsize=queue_capacity)
         self._concurrency_sem = _SlotGate(concurrency_limit) if concurrency_limit else None
         self._stopped = False
-
-    @classmethod
-    def from_config(cls, config: QueueConfig) -> Queue:
-        """Build a queue from a :class:`QueueConfig`."""
-        return cls(config.queue_capacity, config.capacity_refresh_time, config.concurrency_limit)
 
     @property
     def queue_capacity(self) -> int:
@@ -226,7 +226,8 @@ class Queue(queue.Queue[Any]):
         """Wait on ``cond`` (held) while ``blocked()``; raise on stop or timeout."""
         if timeout is not None and timeout < 0:
             raise ValueError("'timeout' must be a non-negative number")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self._waiter
+        deadline = None if timeout is None else waiter.now() + timeout
         while True:
             if self._stopped:
                 raise QueueStopped("the queue is stopped")
@@ -236,8 +237,8 @@ class Queue(queue.Queue[Any]):
                 raise error
             wait = self.capacity_refresh_time
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = deadline - waiter.now()
                 if left <= 0:
                     raise error
                 wait = min(wait, left)
-            cond.wait(wait)
+            waiter.wait(cond, wait)

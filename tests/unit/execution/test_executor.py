@@ -9,6 +9,7 @@ from unittest.mock import Mock
 import pytest
 
 from apiexec import Event, ExecutionStatus, Executor, ExecutorNotRunning, QueueConfig
+from apiexec.execution.admission import Unlimited
 from tests.helpers import Recorder, work
 
 
@@ -377,19 +378,19 @@ def test_a_dispatch_failure_fails_that_event_and_the_loop_goes_on():
     class Exploding(BaseException):
         pass
 
-    class Fragile(Executor):
-        def _admit(self, event):
+    class Fragile(Unlimited):
+        def admit(self, event, *, stop, deadline):
             if getattr(event, "explode", False):
                 raise Exploding()
             return 0
 
     bad = Event(lambda: "never")
     bad.explode = True
-    with Fragile(Event, QueueConfig(concurrency_limit=2)) as ex:
+    with Executor(Event, QueueConfig(concurrency_limit=2), admission=Fragile()) as ex:
         bad_future = ex.submit(bad)
         good_future = ex.submit(Event(lambda: "fine"))
         assert good_future.result(timeout=5) == "fine"
-        with pytest.raises(RuntimeError, match="dispatch failed"):
+        with pytest.raises(RuntimeError, match="admission failed"):
             bad_future.result(timeout=5)
     assert bad.execution.status is ExecutionStatus.FAILED
 

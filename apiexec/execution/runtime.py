@@ -1,0 +1,223 @@
+"""The threads a started executor runs on, and what ends them.
+
+Like CPython's ``concurrent/futures/thread.py``: worker threads block on the
+executor's bounded queue and hold only a **weak reference** to the executor,
+so an executor dropped without ``shutdown()`` (a re-run notebook cell) is
+collected and its threads end. Workers are started lazily, one per queued
+call while none is idle, up to the concurrency limit, so a large limit costs
+nothing until it is used.
+
+Three things end a runtime besides ``shutdown()``:
+
+* the executor being garbage-collected (a :func:`weakref.finalize`),
+* the interpreter exiting (an ``atexit`` hook: calls in flight finish, calls
+  not started are cancelled),
+* ``fork()``: the child gets none of the parent's threads, so every live
+  executor is told to start afresh there (see ``Executor._after_fork``).
+
+Example:
+    >>> from apiexec.execution.work_queue import Queue
+    >>> rt = Runtime(Queue(10, 1.0, 2), max_workers=2)
+    >>> rt.stop()
+    []
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from apiexec.errors import QueueStopped
+from apiexec.execution.work_queue import Queue
+
+logger = logging.getLogger(__name__)
+
+#: The executors alive in this process: told about fork() and exit.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+_LIVE_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+@dataclass(eq=False)
+class WorkItem:
+    """One call on its way: submit → queue → worker → future.
+
+    The future is the call's state machine; the item carries what the
+    executor needs beside it.
+
+    Attributes:
+        event: The event to invoke.
+        future: Resolved exactly once with the call's outcome.
+        deadline: ``time.monotonic()`` the call must end by, or None.
+        timeout: The deadline as seconds from submission (for messages).
+        accepted: Forwarded into the queue (counted by ``join()``).
+        reserved: Units the admission policy took for the call.
+        finished: Reached its terminal state (set once, under the executor's lock).
+    """
+
+    event: Any
+    future: cf.Future[Any] = field(default_factory=cf.Future)
+    deadline: float | None = None
+    timeout: float | None = None
+    accepted: bool = False
+    reserved: int = 0
+    finished: bool = False
+
+
+#: Runs one dequeued item on a worker thread (the executor's method).
+RunItem = Callable[[WorkItem], None]
+
+
+class Runtime:
+    """The queue, the workers and the stop signal of one started executor.
+
+    Args:
+        queue: The bounded queue of :class:`WorkItem` s.
+        max_workers: Most worker threads (the concurrency limit).
+        head: Held by the worker taking the next item when admission may
+            block, so calls are admitted strictly in order; None otherwise.
+    """
+
+    def __init__(self, queue: Queue, max_workers: int, head: threading.Lock | None = None) -> None:
+        self.queue = queue
+        self.max_workers = max_workers
+        self.head = head
+        #: Set at shutdown: ends admission waits and retry backoffs at once.
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+        self._spawn_lock = threading.Lock()
+        _LIVE_RUNTIMES.add(self)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads started so far (a copy)."""
+        with self._spawn_lock:
+            return list(self._threads)
+
+    def ensure_worker(self, take: Callable[[], bool]) -> None:
+        """Start a worker if none is idle and the limit allows (after a put).
+
+        Args:
+            take: One worker step: take, admit and run an item (False: exit).
+        """
+        if self._idle.acquire(blocking=False):
+            return
+        with self._spawn_lock:
+            if len(self._threads) >= self.max_workers or self.stop_event.is_set():
+                return
+            thread = threading.Thread(
+                target=_worker,
+                args=(take, self._idle),
+                name=f"apiexec-worker-{len(self._threads)}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> list[WorkItem]:
+        """Stop taking work; wake every waiter; return the items not started."""
+        self.stop_event.set()
+        self.queue.stop()
+        return self.queue.drain()
+
+    def join(self) -> None:
+        """Wait for every worker thread to end (never from a worker itself)."""
+        current = threading.current_thread()
+        for thread in self.threads:
+            if thread is not current:
+                thread.join()
+
+
+def _worker(take: Callable[[], bool], idle: threading.Semaphore) -> None:
+    """A worker thread: take an item, run it, repeat until told to exit.
+
+    ``take`` holds only a weak reference to the executor while it blocks,
+    so a dropped executor can be collected (its finalizer stops the queue).
+    """
+    while True:
+        try:
+            more = take()
+        except QueueStopped:
+            return
+        except BaseException:  # never die silently: the queue would stall
+            logger.exception("an apiexec worker failed; it exits")
+            return
+        if not more:
+            return
+        idle.release()
+
+
+def cancel_items(items: list[WorkItem], cancel: Callable[[WorkItem], None] | None = None) -> None:
+    """Cancel items that never started, so ``cf.wait`` sees their futures."""
+    for item in items:
+        if cancel is not None:
+            cancel(item)
+        else:
+            cancel_future(item.future)
+
+
+def cancel_future(future: cf.Future[Any]) -> None:
+    """Cancel a future that never ran and notify ``wait``/``as_completed``.
+
+    ``Future.cancel()`` alone leaves the future CANCELLED but unseen by
+    :func:`concurrent.futures.wait`; ``set_running_or_notify_cancel`` moves
+    it to CANCELLED_AND_NOTIFIED, as ``ThreadPoolExecutor`` does. Safe to
+    call more than once, and on a future a caller cancelled.
+    """
+    future.cancel()
+    notify_cancelled(future)
+
+
+_NOTIFY_LOCK = threading.Lock()
+
+
+def notify_cancelled(future: cf.Future[Any]) -> None:
+    """Tell ``wait``/``as_completed`` about a cancelled future, once."""
+    with _NOTIFY_LOCK:
+        # CANCELLED (not yet notified) is only visible as the private state;
+        # notifying twice raises and logs CRITICAL inside concurrent.futures.
+        if getattr(future, "_state", None) == "CANCELLED":
+            future.set_running_or_notify_cancel()
+
+
+def register(executor: Any) -> None:
+    """Track a live executor for fork() and interpreter exit."""
+    _LIVE.add(executor)
+
+
+def finalize_runtime(runtime: Runtime) -> None:
+    """A dropped executor's runtime: cancel what never started, end threads."""
+    cancel_items(runtime.stop())
+
+
+def _after_fork_in_child() -> None:
+    # The parent's runtimes (and their locks, maybe held at fork time) are
+    # not this process's: forget them before anything could touch them.
+    for runtime in list(_LIVE_RUNTIMES):
+        _LIVE_RUNTIMES.discard(runtime)
+    for executor in list(_LIVE):
+        try:
+            executor._after_fork()
+        except Exception:  # the child must go on whatever one executor does
+            logger.exception("resetting an executor after fork failed")
+
+
+def _at_exit() -> None:
+    """Interpreter exit: finish calls in flight, cancel calls not started."""
+    runtimes = list(_LIVE_RUNTIMES)
+    for runtime in runtimes:
+        cancel_items(runtime.stop())
+    for runtime in runtimes:
+        runtime.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
