@@ -47,7 +47,9 @@ from apiexec.execution.admission import Admission, Unlimited
 from apiexec.execution.event import Event, Execution, ExecutionStatus, describe_error
 from apiexec.execution.mapping import map_results
 from apiexec.execution.metrics import Metrics
-from apiexec.execution.runtime import Runtime, WorkItem, cancel_future, notify_cancelled
+from apiexec.execution.outcome import CANCEL_MESSAGE, cancel_future, is_event, resolve, set_execution
+from apiexec.execution.runtime import Runtime, WorkItem
+from apiexec.execution.seed_front import SeedFront
 from apiexec.execution.work_queue import Queue, QueueConfig
 
 logger = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ DEFAULT_CONCURRENCY: Final = 32
 #: than they bring (use processes or several hosts).
 MAX_CONCURRENCY: Final = 10_000
 
-_CANCEL_MESSAGE: Final = "cancelled: the executor shut down before the call started"
-
 
 class ExecutorState(enum.Enum):
     """Where an executor is in its life-cycle (like httpx's ``ClientState``)."""
@@ -70,7 +70,7 @@ class ExecutorState(enum.Enum):
     CLOSING = "closing"  # shutdown() under way: no new calls
 
 
-class Executor:
+class Executor(SeedFront):
     """Runs events of one type on worker threads.
 
     Args:
@@ -231,56 +231,7 @@ class Executor:
         if was_running:
             self.start()
 
-    # -- bookkeeping (the seed's names) ------------------------------------------
-
-    def append(self, event: Any) -> cf.Future[Any]:
-        """Record an event as pending (not yet queued).
-
-        Returns:
-            The event's future.
-
-        Raises:
-            TypeError: The event is not of ``event_type``.
-            ValueError: The event is already recorded.
-        """
-        self._check_type(event)
-        return self._add(event).future
-
-    def pop(self, event_id: Any) -> Any:
-        """Forget an event; one not yet forwarded is cancelled.
-
-        Raises:
-            KeyError: No such event.
-        """
-        with self._lock:
-            key = next((k for k, item in self._items.items() if item.event.id == event_id), None)
-            if key is None:
-                raise KeyError(event_id)
-            item = self._items.pop(key)
-            unforwarded = self._pending.pop(key, None) is not None
-        if unforwarded:
-            self._cancel(item)
-        return item.event
-
-    def forward(self) -> None:
-        """Move every pending event into the queue, oldest first.
-
-        Returns as soon as they are queued; blocks only while the queue is
-        full (backpressure).
-
-        Raises:
-            ExecutorNotRunning: The executor is not started, or shut down.
-        """
-        while True:
-            with self._lock:
-                runtime = self._running()
-                if not self._pending:
-                    return
-                key = next(iter(self._pending))
-                item = self._pending.pop(key)
-                item.accepted = True
-                self._unfinished += 1
-            self._enqueue(runtime, item)
+    # -- running calls ---------------------------------------------------------------
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Run an event, or ``fn(*args, **kwargs)`` as ``concurrent.futures`` does.
@@ -292,7 +243,7 @@ class Executor:
             ExecutorNotRunning: The executor is not started, or shut down.
             TypeError: An event of another type than ``event_type``.
         """
-        if args or kwargs or not _is_event(fn):
+        if args or kwargs or not is_event(fn):
             if not callable(fn):
                 raise TypeError(f"submit needs an event or a callable, not {type(fn).__name__}")
             event = Event(fn, kwargs, args=args)
@@ -343,31 +294,6 @@ class Executor:
         with self._all_done:
             return self._all_done.wait_for(lambda: self._unfinished == 0, timeout)
 
-    def process_event(self, event: Any) -> None:
-        """Run one event now, on the calling thread (admission included).
-
-        The event must not also be queued. Its outcome is in its execution
-        (and its future, when it was appended).
-
-        Raises:
-            ValueError: The event is already queued or running.
-            CapacityError: The event can never fit inside the limits.
-        """
-        with self._lock:
-            item = self._items.get(id(event))
-            if item is not None and id(event) not in self._pending:
-                raise ValueError(f"event {event.id} is already queued or running")
-            execution = getattr(event, "execution", None)
-            if item is None and isinstance(execution, Execution) and execution.status.is_terminal:
-                raise ValueError(f"event {event.id} has already run")
-            if item is None:
-                item = self._add(event, pending=False)
-            else:
-                del self._pending[id(event)]
-        stop = self._runtime.stop_event if self._runtime is not None else threading.Event()
-        if self._admit(item, stop, reraise=True):
-            self._invoke(item, stop)
-
     # -- the data path -------------------------------------------------------------
 
     def _enqueue(self, runtime: Runtime, item: WorkItem) -> None:
@@ -379,7 +305,7 @@ class Executor:
         except BaseException:  # Ctrl-C while blocked on a full queue
             self._cancel(item)
             raise
-        runtime.ensure_worker(functools.partial(_take, weakref.ref(self), runtime))
+        runtime.ensure_worker(functools.partial(rt.worker_step, weakref.ref(self), runtime))
 
     def _admit(self, item: WorkItem, stop: threading.Event, *, reraise: bool = False) -> bool:
         """Ask the admission policy; False when the call must not run."""
@@ -467,8 +393,11 @@ class Executor:
             self._pending.clear()
             return items
 
+    def _fail(self, item: WorkItem, error: BaseException) -> None:
+        self._finish(item, ExecutionStatus.FAILED, error=error)
+
     def _cancel(self, item: WorkItem) -> None:
-        _set_execution(item.event, ExecutionStatus.CANCELLED, error=_CANCEL_MESSAGE)
+        set_execution(item.event, ExecutionStatus.CANCELLED, error=CANCEL_MESSAGE)
         self._finish(item, ExecutionStatus.CANCELLED)
 
     def _finish(
@@ -492,11 +421,11 @@ class Executor:
             if self._items.get(id(event)) is item:
                 del self._items[id(event)]
                 self._pending.pop(id(event), None)
-        _resolve(item.future, status, result, error)
+        resolve(item.future, status, result, error)
         self._record_metrics(event, status)
         unrecorded = isinstance(event, Event) and not event.execution.status.is_terminal
         if status is ExecutionStatus.FAILED and unrecorded:
-            _set_execution(event, status, error=describe_error(error or EventFailed("failed")))
+            set_execution(event, status, error=describe_error(error or EventFailed("failed")))
         if item.accepted:
             with self._lock:
                 self._unfinished -= 1
@@ -519,80 +448,3 @@ class Executor:
         if not ok:
             name = expected if isinstance(expected, str) else expected.__name__
             raise TypeError(f"this executor runs {name} events, not {type(event).__name__}")
-
-
-def _take(ref: weakref.ref[Executor], runtime: Runtime) -> bool:
-    """A worker's step: take the next item, admit it, run it.
-
-    Holds only a weak reference to the executor while it blocks on the
-    queue. Returns False when the worker should exit (executor gone).
-
-    Raises:
-        QueueStopped: The queue was stopped (shutdown).
-    """
-    if runtime.head is None:
-        item = runtime.queue.dequeue()
-        executor = ref()
-        admitted = _admit_guarded(executor, item, runtime)
-    else:
-        with runtime.head:  # one worker at a time admits: strict submission order
-            item = runtime.queue.dequeue()
-            executor = ref()
-            admitted = _admit_guarded(executor, item, runtime)
-    try:
-        if executor is None:
-            rt.cancel_items([item])
-            return False
-        if admitted:
-            executor._invoke(item, runtime.stop_event)
-        return True
-    finally:
-        runtime.queue.task_done()
-
-
-def _admit_guarded(executor: Executor | None, item: WorkItem, runtime: Runtime) -> bool:
-    """Admit on a worker; a policy failing past ``Exception`` fails that call only."""
-    if executor is None:
-        return False
-    try:
-        return executor._admit(item, runtime.stop_event)
-    except BaseException as exc:  # e.g. SystemExit from a policy: the worker must go on
-        logger.exception("admission of event %s failed", getattr(item.event, "id", "?"))
-        executor._finish(item, ExecutionStatus.FAILED, error=RuntimeError(f"admission failed: {exc!r}"))
-        return False
-
-
-def _is_event(obj: Any) -> bool:
-    """True for events (ours or look-alikes), False for plain callables."""
-    return isinstance(obj, Event) or (hasattr(obj, "invoke") and hasattr(obj, "id"))
-
-
-def _set_execution(event: Any, status: ExecutionStatus, *, error: str) -> None:
-    """Record a status on the event's execution, where it has one."""
-    execution = getattr(event, "execution", None)
-    if execution is None:
-        return
-    try:
-        execution.status = status
-        execution.error = error
-    except AttributeError:  # a read-only foreign execution object
-        pass
-
-
-def _resolve(future: cf.Future[Any], status: ExecutionStatus, result: Any, error: BaseException | None) -> None:
-    """Resolve a future unless it already is (a caller may have cancelled it)."""
-    if future.done():
-        notify_cancelled(future)  # a caller's cancel(): let cf.wait see it
-        return
-    if status is ExecutionStatus.CANCELLED:
-        if future.running():  # admitted, then given up at the last step
-            future.set_exception(cf.CancelledError(_CANCEL_MESSAGE))
-        else:
-            cancel_future(future)
-        return
-    if not future.running() and not future.set_running_or_notify_cancel():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)

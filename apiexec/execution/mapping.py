@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from apiexec.execution.runtime import cancel_future
+from apiexec.execution.outcome import cancel_future
 
 
 def map_results(

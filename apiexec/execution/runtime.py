@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apiexec.errors import QueueStopped
+from apiexec.execution.outcome import cancel_future, set_execution
 from apiexec.execution.work_queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -154,37 +155,52 @@ def _worker(take: Callable[[], bool], idle: threading.Semaphore) -> None:
         idle.release()
 
 
-def cancel_items(items: list[WorkItem], cancel: Callable[[WorkItem], None] | None = None) -> None:
-    """Cancel items that never started, so ``cf.wait`` sees their futures."""
+def cancel_items(items: list[WorkItem]) -> None:
+    """Cancel items that never started (their executor is gone or exiting)."""
     for item in items:
-        if cancel is not None:
-            cancel(item)
-        else:
-            cancel_future(item.future)
+        set_execution(item.event, "cancelled", error="cancelled: the executor was dropped or the process is exiting")
+        cancel_future(item.future)
 
 
-def cancel_future(future: cf.Future[Any]) -> None:
-    """Cancel a future that never ran and notify ``wait``/``as_completed``.
+def worker_step(ref: weakref.ref[Any], runtime: Runtime) -> bool:
+    """A worker's step: take the next item, admit it, run it.
 
-    ``Future.cancel()`` alone leaves the future CANCELLED but unseen by
-    :func:`concurrent.futures.wait`; ``set_running_or_notify_cancel`` moves
-    it to CANCELLED_AND_NOTIFIED, as ``ThreadPoolExecutor`` does. Safe to
-    call more than once, and on a future a caller cancelled.
+    Holds only a weak reference to the executor while it blocks on the
+    queue. Returns False when the worker should exit (executor gone).
+
+    Raises:
+        QueueStopped: The queue was stopped (shutdown).
     """
-    future.cancel()
-    notify_cancelled(future)
+    if runtime.head is None:
+        item = runtime.queue.dequeue()
+        executor = ref()
+        admitted = _admit_guarded(executor, item, runtime)
+    else:
+        with runtime.head:  # one worker at a time admits: strict submission order
+            item = runtime.queue.dequeue()
+            executor = ref()
+            admitted = _admit_guarded(executor, item, runtime)
+    try:
+        if executor is None:
+            cancel_items([item])
+            return False
+        if admitted:
+            executor._invoke(item, runtime.stop_event)
+        return True
+    finally:
+        runtime.queue.task_done()
 
 
-_NOTIFY_LOCK = threading.Lock()
-
-
-def notify_cancelled(future: cf.Future[Any]) -> None:
-    """Tell ``wait``/``as_completed`` about a cancelled future, once."""
-    with _NOTIFY_LOCK:
-        # CANCELLED (not yet notified) is only visible as the private state;
-        # notifying twice raises and logs CRITICAL inside concurrent.futures.
-        if getattr(future, "_state", None) == "CANCELLED":
-            future.set_running_or_notify_cancel()
+def _admit_guarded(executor: Any, item: WorkItem, runtime: Runtime) -> bool:
+    """Admit on a worker; a policy failing past ``Exception`` fails that call only."""
+    if executor is None:
+        return False
+    try:
+        return executor._admit(item, runtime.stop_event)
+    except BaseException as exc:  # e.g. SystemExit from a policy: the worker must go on
+        logger.exception("admission of event %s failed", getattr(item.event, "id", "?"))
+        executor._fail(item, RuntimeError(f"admission failed: {exc!r}"))
+        return False
 
 
 def register(executor: Any) -> None:
