@@ -75,6 +75,8 @@ class LoopbackAPI:
                     self.send_header("x-request-id", f"req_{len(api.requests)}")
                     self.end_headers()
                     self.wfile.write(data)
+                except OSError:  # the client gave up on this call (abandoned, killed): not our failure
+                    self.close_connection = True
                 finally:
                     with api.lock:
                         api.in_flight -= 1
