@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from apiexec._checks import check_int, check_positive_number
 from apiexec.errors import ConfigError
+from apiexec.mock.faults import parse_fault
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_MODEL: Final = "mock-model"
@@ -45,7 +46,16 @@ class MockServerConfig:
         fail_rate: Probability that a model request gets a 500 or 503.
         drop_rate: Probability that a model request gets its socket closed.
         seed: Seed of the random faults and jitter, for reproducible runs.
-        api_key: When set, model requests must present it (never shown in repr).
+        api_key: When set, every ``/v1`` request must present it (or one of
+            ``api_keys``) as ``Authorization: Bearer`` or ``x-api-key``; never
+            shown in repr.
+        api_keys: More keys that are accepted (never shown in repr).
+        limits_per_key: Give each API key its own request and token buckets
+            (as each provider account has its own limits); else one shared pair.
+        faults: Scripted faults applied to the first model requests, in order
+            (``"500"``, ``"429:1500"``, ``"drop"``, ``"slow:200"``).
+        batch_time_scale: Seconds per step of a batch's life (one step to
+            validate, one per request, one to finalize); 0 ends a batch at once.
         record_bodies: Keep every raw request body in :attr:`MockServer.stats`.
 
     Raises:
@@ -68,6 +78,10 @@ class MockServerConfig:
     drop_rate: float = 0.0
     seed: int | None = None
     api_key: str | None = field(default=None, repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    limits_per_key: bool = False
+    faults: tuple[str, ...] = ()
+    batch_time_scale: float = 0.0
     record_bodies: bool = False
 
     def __post_init__(self) -> None:
@@ -87,7 +101,26 @@ class MockServerConfig:
             "api_key",
             "must be a non-empty string or None",
         )
+        _require(
+            isinstance(self.api_keys, tuple) and all(isinstance(k, str) and k for k in self.api_keys),
+            "api_keys",
+            "must be a tuple of non-empty strings",
+        )
+        _require(isinstance(self.limits_per_key, bool), "limits_per_key", "must be a bool")
+        _require(isinstance(self.faults, tuple) and all(isinstance(f, str) for f in self.faults),
+                 "faults", "must be a tuple of fault specs")
+        for spec in self.faults:
+            try:
+                parse_fault(spec)
+            except ValueError as exc:
+                raise ConfigError("faults", str(exc)) from None
+        _check_range("batch_time_scale", self.batch_time_scale)
         _require(isinstance(self.record_bodies, bool), "record_bodies", "must be a bool")
+
+    @property
+    def accepted_keys(self) -> tuple[str, ...]:
+        """Every API key the server accepts; empty when none is required."""
+        return ((self.api_key,) if self.api_key else ()) + self.api_keys
 
 
 def _require(condition: bool, name: str, message: str) -> None:

@@ -67,12 +67,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         httpd = self._httpd()
-        path = urlsplit(self.path).path
-        body, reply = self._receive(httpd.api, path)
-        httpd.stats.request_started(path, body)
+        url = urlsplit(self.path)
+        body, reply = self._receive(httpd.api, url.path, url.query)
+        httpd.stats.request_started(url.path, body)
         self._deliver(reply, httpd)
 
-    def _receive(self, api: MockAPI, path: str) -> tuple[bytes, Reply]:
+    def _receive(self, api: MockAPI, path: str, query: str) -> tuple[bytes, Reply]:
         try:
             body = self._read_body()
         except _BadBody as exc:
@@ -80,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
             reply.close = True  # the rest of the stream cannot be trusted
             return b"", reply
         headers = {key.lower(): value for key, value in self.headers.items()}
-        return body, api.respond(Request(self.command, path, headers, body))
+        return body, api.respond(Request(self.command, path, headers, body, query))
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -91,7 +91,6 @@ from apiexec.mock.api import MockAPI
 from apiexec.mock.config import DEFAULT_HOST, MockServerConfig
 from apiexec.mock.faults import FaultPlan
 from apiexec.mock.handler import HTTPServer
-from apiexec.mock.oracle import RateLimiter
 from apiexec.mock.stats import MockServerStats, StatsRecorder
 
 __all__ = ["MockServer", "MockServerConfig", "MockServerStats", "serve_forever"]
@@ -129,8 +128,8 @@ class MockServer:
         self._stats = StatsRecorder(self.config.record_bodies)
         c = self.config
         self._faults = FaultPlan(seed=c.seed, fail_rate=c.fail_rate, drop_rate=c.drop_rate)
-        limiter = RateLimiter(c.requests_per_minute, c.request_burst, c.tokens_per_minute, c.token_burst, clock=clock)
-        self._api = MockAPI(self.config, self._faults, limiter)
+        self._faults.script(c.faults)
+        self._api = MockAPI(c, clock=clock, faults=self._faults)
         self._lock = threading.Lock()
         self._state = _State.UNSTARTED
         self._stopping = threading.Event()  # wakes requests sleeping in latency

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
-from apiexec.mock.oracle import Decision, RateState
+from apiexec.mock.oracle import Decision, RateLimiter, RateState
 
 _EPSILON: Final = 1e-9
 
@@ -45,6 +45,7 @@ class Request:
     path: str
     headers: Mapping[str, str]  # keys in lower case
     body: bytes
+    query: str = ""  # the raw query string, without "?"
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Reply:
     drop: bool = False
     close: bool = False
     rate: RateState | None = None
+    limiter: RateLimiter | None = None  # the limiter that decided (per key), for the rate-limit headers
 
 
 _OPENAI_ERROR_TYPES: Final[Mapping[int, str]] = {
@@ -70,28 +72,63 @@ _ANTHROPIC_ERROR_TYPES: Final[Mapping[int, str]] = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    402: "billing_error",
     413: "request_too_large",
     429: "rate_limit_error",
-    503: "overloaded_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 
 
 def json_reply(status: int, payload: object) -> Reply:
+    """A JSON answer."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     return Reply(status, body, {"Content-Type": "application/json"})
 
 
+def bytes_reply(data: bytes, content_type: str) -> Reply:
+    """A 200 with a raw body (file contents, JSONL results)."""
+    return Reply(200, data, {"Content-Type": content_type})
+
+
+def openai_error_body(
+    status: int, message: str, param: str | None = None, *, kind: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = kind or _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def anthropic_error_body(status: int, message: str, *, kind: str | None = None) -> dict[str, Any]:
+    """Anthropic's error JSON (the ``request_id`` is added when the reply gets its id)."""
+    kind = kind or _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
 def error_reply(
-    status: int, message: str, *, anthropic: bool = False, kind: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    *,
+    anthropic: bool = False,
+    kind: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
 ) -> Reply:
     """A JSON error in the OpenAI shape, or the Anthropic one."""
-    server_side = status >= 500
     if anthropic:
-        kind = kind or _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if server_side else "invalid_request_error")
-        return json_reply(status, {"type": "error", "error": {"type": kind, "message": message}})
-    kind = kind or _OPENAI_ERROR_TYPES.get(status, "server_error" if server_side else "invalid_request_error")
-    return json_reply(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+        return json_reply(status, anthropic_error_body(status, message, kind=kind))
+    return json_reply(status, openai_error_body(status, message, param, kind=kind, code=code))
+
+
+def with_request_id(reply: Reply, request_id: str) -> None:
+    """Put ``request_id`` into an Anthropic error body, as Anthropic does."""
+    try:
+        payload = json.loads(reply.body)
+    except ValueError:
+        return
+    if isinstance(payload, dict) and payload.get("type") == "error":
+        payload["request_id"] = request_id
+        reply.body = json.dumps(payload, separators=(",", ":")).encode()
 
 
 def status_message(status: int) -> str:

@@ -94,14 +94,15 @@ def test_chat_completion_shape_and_usage(server: MockServer) -> None:
     assert data["model"] == "gpt-test"
     assert isinstance(data["created"], int)
     choice = data["choices"][0]
-    assert choice["message"] == {"role": "assistant", "content": "mock reply to: hello world"}
+    assert choice["message"] == {"role": "assistant", "content": "mock reply to: hello world", "refusal": None,
+                                 "annotations": []}
     assert choice["finish_reason"] == "stop"
     prompt = 5 + 2 * 3  # ceil(19 / 4) + 3 per message
-    assert data["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": DEFAULT_COMPLETION_TOKENS,
-        "total_tokens": prompt + DEFAULT_COMPLETION_TOKENS,
-    }
+    usage = data["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (
+        prompt, DEFAULT_COMPLETION_TOKENS, prompt + DEFAULT_COMPLETION_TOKENS)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
 
 
 def test_chat_reply_quotes_last_user_message_and_is_deterministic(server: MockServer) -> None:
@@ -138,7 +139,9 @@ def test_embeddings_shape_and_determinism(server: MockServer) -> None:
     assert data["usage"] == {"prompt_tokens": 1 + 3, "total_tokens": 4}
     single = post(server, "/v1/embeddings", {"input": "abcd"}).json()
     assert single["data"][0]["embedding"] == vectors[0]
-    assert post(server, "/v1/embeddings", {"input": [1, 2]}).status_code == 400
+    assert post(server, "/v1/embeddings", {"input": [1, 2]}).status_code == 200  # token ids
+    assert post(server, "/v1/embeddings", {"input": [1.5]}).status_code == 400
+    assert post(server, "/v1/embeddings", {"input": []}).status_code == 400
 
 
 def test_anthropic_messages_shape(server: MockServer) -> None:
@@ -152,7 +155,7 @@ def test_anthropic_messages_shape(server: MockServer) -> None:
     assert data["model"] == "claude-test"
     assert data["content"] == [{"type": "text", "text": "mock reply to: hi there"}]
     assert data["stop_reason"] == "end_turn"
-    assert data["usage"] == {"input_tokens": 4 + 3, "output_tokens": DEFAULT_COMPLETION_TOKENS}
+    assert (data["usage"]["input_tokens"], data["usage"]["output_tokens"]) == (4 + 3, DEFAULT_COMPLETION_TOKENS)
     assert response.headers["request-id"] == response.headers["x-request-id"]
 
 
@@ -160,7 +163,10 @@ def test_responses_endpoint(server: MockServer) -> None:
     data = post(server, "/v1/responses", {"model": "m", "input": "abcdefgh", "max_output_tokens": 5}).json()
     assert data["object"] == "response"
     assert data["output"][0]["content"][0]["type"] == "output_text"
-    assert data["usage"] == {"input_tokens": 2 + 3, "output_tokens": 5, "total_tokens": 10}
+    usage = data["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (2 + 3, 5, 10)
+    assert data["status"] == "incomplete"
+    assert data["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def test_get_endpoints(server: MockServer) -> None:
@@ -262,7 +268,7 @@ def test_anthropic_streaming(server: MockServer) -> None:
         assert [p["type"] for p in payloads] == names
         deltas = names.count("content_block_delta")
         assert deltas >= 1
-        assert names == ["message_start", "content_block_start"] + ["content_block_delta"] * deltas + [
+        assert names == ["message_start", "ping", "content_block_start"] + ["content_block_delta"] * deltas + [
             "content_block_stop", "message_delta", "message_stop"]
         text = "".join(p["delta"]["text"] for p in payloads if p["type"] == "content_block_delta")
         assert text == "mock reply to: ping"
@@ -489,10 +495,10 @@ def test_api_key_required(make_server: Callable[..., MockServer]) -> None:
     assert "nope" not in wrong.text and secret not in wrong.text
     bearer = requests.post(url, json=chat_body(), headers={"Authorization": f"Bearer {secret}"}, timeout=TIMEOUT)
     assert bearer.status_code == 200
-    anthropic = post(server, "/v1/messages", {"messages": [{"role": "user", "content": "x"}]},
-                     headers={"x-api-key": secret})
+    message = {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    anthropic = post(server, "/v1/messages", message, headers={"x-api-key": secret})
     assert anthropic.status_code == 200
-    unauthorized = post(server, "/v1/messages", {"messages": [{"role": "user", "content": "x"}]})
+    unauthorized = post(server, "/v1/messages", message)
     assert unauthorized.json()["error"]["type"] == "authentication_error"
     assert requests.get(server.url + "/health", timeout=TIMEOUT).status_code == 200
 
