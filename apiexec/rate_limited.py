@@ -76,13 +76,7 @@ class RateLimitAdmission:
             StorageError: The shared storage failed.
         """
         tokens = tokens_of(event)
-        if deadline is None:
-            return tokens if self.limiter.acquire(tokens, cancelled=stop.is_set) else None
-
-        def give_up() -> bool:
-            return stop.is_set() or time.monotonic() >= deadline
-
-        if self.limiter.acquire(tokens, cancelled=give_up):
+        if self.limiter.acquire(tokens, cancelled=stop.is_set, deadline=deadline):
             return tokens
         if stop.is_set():
             return None

@@ -102,15 +102,19 @@ class RateLimiter:
                 return False
             return self.backend.acquire(1, tokens) == 0.0
 
-    def acquire(self, tokens: int = 0, cancelled: Callable[[], bool] = _never) -> bool:
+    def acquire(
+        self, tokens: int = 0, cancelled: Callable[[], bool] = _never, deadline: float | None = None
+    ) -> bool:
         """Block until one request and ``tokens`` are taken, in FIFO order.
 
         Args:
             tokens: Tokens to take with the request.
             cancelled: Checked on every wake-up; True gives up.
+            deadline: The waiter's clock time to give up at (None: never).
 
         Returns:
-            True once taken; False if ``cancelled()`` became true first.
+            True once taken; False if ``cancelled()`` became true or the
+            deadline passed first.
 
         Raises:
             CapacityError: ``tokens`` can never fit.
@@ -120,18 +124,25 @@ class RateLimiter:
         with self._cond:
             self._waiters.append(ticket)
             try:
-                return self._wait_turn(ticket, tokens, cancelled)
+                return self._wait_turn(ticket, tokens, cancelled, deadline)
             finally:
                 self._waiters.remove(ticket)
                 self._cond.notify_all()
 
-    def _wait_turn(self, ticket: object, tokens: int, cancelled: Callable[[], bool]) -> bool:
+    def _wait_turn(
+        self, ticket: object, tokens: int, cancelled: Callable[[], bool], deadline: float | None
+    ) -> bool:
         while not cancelled():
             wait = self._max_wait
             if self._waiters[0] is ticket:
                 wait = self.backend.acquire(1, tokens)
                 if wait == 0.0:
                     return True
+            if deadline is not None:
+                left = deadline - self.waiter.now()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
             self.waiter.wait(self._cond, min(wait, self._max_wait))
         return False
 
