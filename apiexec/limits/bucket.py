@@ -285,7 +285,7 @@ class MemoryBackend:
         >>> from apiexec.limits.rate_limits import RateLimits
         >>> backend = MemoryBackend(limits=RateLimits.per_minute(requests=12_000))
         >>> backend.levels()
-        (200.0, None)
+        (180.0, None)
     """
 
     def __init__(

@@ -10,19 +10,23 @@ shorter windows (OpenAI: "60,000 requests/minute may be enforced as 1,000
 requests/second"; Anthropic: "60 RPM may be enforced as 1 request per
 second"), so a bucket holding a whole minute's quota gets a storm of 429s in
 its first second. The default capacity is therefore one second's worth of
-the rate (:data:`QUANTUM`), but never less than a small floor
-(:data:`MIN_REQUEST_BURST` requests, :data:`MIN_TOKEN_BURST` tokens) and
-never more than the limit itself. Small limits keep the plain semantics
-"the bucket holds the limit" (``limit_requests=2`` grants two at once); a
-large one (12,000/min) never goes out faster than ~200 at once. ``burst=``
-sets the capacity explicitly (nginx ``limit_req ... burst=20``: 20).
+the rate (:data:`QUANTUM`) less a :data:`HEADROOM` of 10 %, but never less
+than a small floor (:data:`MIN_REQUEST_BURST` requests,
+:data:`MIN_TOKEN_BURST` tokens) and never more than the limit itself. The
+headroom absorbs network jitter: the server's window starts when the first
+call *arrives*, which (connection set-up, TLS) can be well after the client
+took it; an exact one-second bucket then overruns by the calls sent in that
+delay. Small limits keep the plain semantics "the bucket holds the limit"
+(``limit_requests=2`` grants two at once); a large one (12,000/min) never
+goes out faster than 180 at once, then 200/s. ``burst=`` sets the capacity
+exactly (nginx ``limit_req ... burst=20``: 20).
 
 Example:
     >>> limits = RateLimits.per_minute(requests=12_000, tokens=2_000_000)
     >>> limits
     RateLimits(requests=12000, tokens=2000000, interval=60.0, burst=None, token_burst=None)
     >>> limits.request_capacity, limits.token_capacity
-    (200.0, 33333.333333333336)
+    (180.0, 30000.0)
     >>> RateLimits(requests=2, interval=60.0).request_capacity
     2.0
     >>> RateLimits.per_second(requests=200, burst=20).request_capacity
@@ -47,6 +51,9 @@ SERVER_LIMIT_WINDOW: Final = 60.0
 #: default bucket never holds more than this much of the rate.
 QUANTUM: Final = 1.0
 
+#: Share of one quantum's worth the default bucket holds (see above).
+HEADROOM: Final = 0.9
+
 #: Below these, a bucket holds the whole limit (the seed's semantics): so
 #: few requests (or tokens) at once cannot overload anyone, and one ordinary
 #: call's tokens go at once instead of waiting for a one-second trickle.
@@ -57,19 +64,19 @@ MIN_TOKEN_BURST: Final = 10_000.0
 def default_capacity(limit: float, interval: float, floor: float) -> float:
     """The default bucket capacity for ``limit`` per ``interval`` seconds.
 
-    One :data:`QUANTUM`'s worth of the rate, at least ``floor``, at most the
-    limit; never below one unit (a limit below 1 per interval still lets one
-    call through when the bucket is full).
+    One :data:`QUANTUM`'s worth of the rate less the :data:`HEADROOM`, at
+    least ``floor``, at most the limit; never below one unit (a limit below
+    1 per interval still lets one call through when the bucket is full).
 
     Example:
         >>> default_capacity(12_000, 60.0, MIN_REQUEST_BURST)
-        200.0
+        180.0
         >>> default_capacity(100, 60.0, MIN_REQUEST_BURST)
         10.0
         >>> default_capacity(0.5, 60.0, MIN_REQUEST_BURST)
         1.0
     """
-    per_quantum = limit * QUANTUM / interval
+    per_quantum = limit * QUANTUM * HEADROOM / interval
     return max(1.0, min(float(limit), max(per_quantum, floor)))
 
 
@@ -217,6 +224,7 @@ def resolve_limits(
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "HEADROOM",
     "MIN_REQUEST_BURST",
     "MIN_TOKEN_BURST",
     "QUANTUM",

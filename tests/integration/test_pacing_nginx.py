@@ -1,0 +1,173 @@
+"""Pacing against real nginx ``limit_req`` on loopback: no 429 storm from the first second.
+
+nginx enforces ``rate=200r/s`` with a burst (ngx_http_limit_req_module: a
+request is refused once the "excess" above the rate would pass ``burst``):
+
+* ``burst=200`` — a 1 s burst window, how providers quantise a per-minute
+  limit (12,000/min enforced as ~200/s); the client is configured the way the
+  provider states the limit: 12,000 per minute, default burst.
+* ``burst=20`` — the client is configured as 200/s with ``burst=20``.
+
+Either way 1,000 calls from 16 threads must see at most 2 rejections and use
+at least 95 % of the server's rate after its burst. A client whose bucket
+holds a whole minute's quota (the old default) gets hundreds of 429s: the
+test discriminates.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from apiexec.limits.bucket import MemoryBackend
+from apiexec.limits.limiter import RateLimiter
+from apiexec.limits.rate_limits import RateLimits
+
+CALLS = 1000
+THREADS = 16
+SERVER_RATE = 200  # r/s
+
+CONFIG = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 100000;
+    limit_req_status 429;
+    limit_req_zone $server_port zone=window:1m rate={rate}r/s;
+    limit_req_zone $server_port zone=burst20:1m rate={rate}r/s;
+    server {{
+        listen 127.0.0.1:{port};
+        # empty_gif answers in the content phase, after limit_req (a plain
+        # `return` would answer before it) and needs no file the worker user
+        # might be unable to read.
+        location /warm/ {{ empty_gif; }}
+        location /window/ {{ limit_req zone=window burst={rate} nodelay; empty_gif; }}
+        location /burst20/ {{ limit_req zone=burst20 burst=20 nodelay; empty_gif; }}
+    }}
+}}
+"""
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    executable = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is needed for this test (CI is set: not skipping)")
+        pytest.skip("nginx is not installed")
+    directory = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    (directory / "nginx.conf").write_text(CONFIG.format(dir=directory, port=port, rate=SERVER_RATE))
+    proc = subprocess.Popen(
+        [executable, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                pytest.fail(f"nginx did not start: {output[-1000:]}")
+            time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def run(url, limits):
+    """1,000 GETs from 16 threads, each admitted by the limiter first.
+
+    Each thread opens its connection first (on an unlimited path), so that
+    what is measured is pacing, not 16 TCP handshakes: the server's window
+    opens at the first arrival, and an explicit ``burst`` equal to the
+    server's leaves only nginx's one spare request (5 ms at 200/s) for the
+    first call's connection set-up. The default burst keeps a 10 % headroom
+    for exactly that (see apiexec.limits.rate_limits).
+    """
+    limiter = RateLimiter(MemoryBackend(limits=limits))
+    counter = iter(range(CALLS))
+    lock = threading.Lock()
+    statuses = []
+    started = []
+    ready = threading.Barrier(THREADS, action=lambda: started.append(time.monotonic()))  # calls begin
+    warm = url.rsplit("/", 2)[0] + "/warm/ok.gif"
+
+    def worker():
+        with requests.Session() as session:
+            session.get(warm, timeout=10)
+            ready.wait(10)
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                limiter.acquire()
+                status = session.get(url, timeout=10).status_code
+                with lock:
+                    statuses.append(status)
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses, time.monotonic() - started[0]
+
+
+def check(label, statuses, seconds, burst):
+    rejected = statuses.count(429)
+    assert len(statuses) == CALLS and set(statuses) <= {200, 429}, set(statuses)
+    # After the server's burst, the best anyone can do is its rate.
+    used = (CALLS - burst) / seconds / SERVER_RATE
+    print(f"\nPACING {label}: {rejected} of {CALLS} rejected in {seconds:.2f}s, {used:.1%} of {SERVER_RATE}/s used")
+    return rejected, used
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_twelve_thousand_per_minute_against_a_one_second_burst_window(nginx):
+    statuses, seconds = run(f"{nginx}/window/ok.gif", RateLimits.per_minute(requests=12_000))
+    rejected, used = check("12,000/min vs rate=200r/s burst=200", statuses, seconds, burst=SERVER_RATE)
+    assert rejected <= 2
+    assert used >= 0.95
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_two_hundred_per_second_burst_twenty_against_nginx_burst_twenty(nginx):
+    statuses, seconds = run(f"{nginx}/burst20/ok.gif", RateLimits.per_second(requests=SERVER_RATE, burst=20))
+    rejected, used = check("200/s burst=20 vs rate=200r/s burst=20", statuses, seconds, burst=20)
+    assert rejected <= 2
+    assert used >= 0.95
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_control_a_whole_minute_in_the_bucket_is_rejected_en_masse(nginx):
+    time.sleep(1.1)  # let the zone drain after the previous test
+    limits = RateLimits.per_minute(requests=12_000, burst=12_000)  # the old default
+    statuses, seconds = run(f"{nginx}/window/ok.gif", limits)
+    rejected, _ = check("12,000/min with burst=12,000 (old default)", statuses, seconds, burst=SERVER_RATE)
+    assert rejected > 200
