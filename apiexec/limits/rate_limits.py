@@ -6,10 +6,10 @@ live here, once.
 
 **Pacing (the default burst).** A token bucket's capacity is the most it
 sends at once. Providers state limits per minute but enforce them over
-shorter windows (OpenAI: "60,000 requests/minute may be enforced as 1,000
-requests/second"; Anthropic: "60 RPM may be enforced as 1 request per
-second"), so a bucket holding a whole minute's quota gets a storm of 429s in
-its first second. The default capacity is therefore one second's worth of
+shorter windows (OpenAI's rate-limit guide: a 60,000 requests/minute limit
+may be enforced as 1,000 requests/second; Anthropic describes a token bucket
+that replenishes continuously), so a bucket holding a whole minute's quota
+gets a storm of 429s in its first second. The default capacity is therefore one second's worth of
 the rate (:data:`QUANTUM`) less a :data:`HEADROOM` of 10 %, but never less
 than a small floor (:data:`MIN_REQUEST_BURST` requests,
 :data:`MIN_TOKEN_BURST` tokens) and never more than the limit itself. The
