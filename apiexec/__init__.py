@@ -11,6 +11,7 @@ Example:
 
 import logging
 
+from apiexec.batch import BatchOptions, BatchSummary, run_batch
 from apiexec.errors import (
     APIConnectionError,
     APIError,
@@ -43,6 +44,8 @@ __all__ = [
     "APIExecError",
     "APIStatusError",
     "APITimeoutError",
+    "BatchOptions",
+    "BatchSummary",
     "CapacityError",
     "ConfigError",
     "Endpoint",
@@ -60,6 +63,7 @@ __all__ = [
     "RateLimitedExecutor",
     "Secret",
     "StorageError",
+    "run_batch",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
