@@ -90,11 +90,11 @@ class MockAPI:
         clock: Monotonic clock of the rate limiter and of batch progress.
     """
 
-    def __init__(self, config: MockServerConfig, *, clock: Callable[[], float] = time.monotonic,
-                 faults: FaultPlan | None = None) -> None:
+    def __init__(self, config: MockServerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
         self._clock = clock
-        self._faults = faults or FaultPlan(seed=config.seed, fail_rate=config.fail_rate, drop_rate=config.drop_rate)
+        self._faults = FaultPlan(seed=config.seed, fail_rate=config.fail_rate, drop_rate=config.drop_rate)
+        self._faults.script(config.faults)
         self._limiter = self._new_limiter()
         self._key_limiters: dict[str, RateLimiter] = {}
         self._key_lock = threading.Lock()
@@ -109,6 +109,7 @@ class MockAPI:
 
     @property
     def faults(self) -> FaultPlan:
+        """The fault plan: scripted faults queue here."""
         return self._faults
 
     def _route_table(self) -> list[tuple[str, str, Handler]]:

@@ -89,7 +89,6 @@ from typing import Final
 
 from apiexec.mock.api import MockAPI
 from apiexec.mock.config import DEFAULT_HOST, MockServerConfig
-from apiexec.mock.faults import FaultPlan
 from apiexec.mock.handler import HTTPServer
 from apiexec.mock.stats import MockServerStats, StatsRecorder
 
@@ -126,10 +125,8 @@ class MockServer:
     def __init__(self, config: MockServerConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config if config is not None else MockServerConfig()
         self._stats = StatsRecorder(self.config.record_bodies)
-        c = self.config
-        self._faults = FaultPlan(seed=c.seed, fail_rate=c.fail_rate, drop_rate=c.drop_rate)
-        self._faults.script(c.faults)
-        self._api = MockAPI(c, clock=clock, faults=self._faults)
+        self._api = MockAPI(self.config, clock=clock)
+        self._faults = self._api.faults
         self._lock = threading.Lock()
         self._state = _State.UNSTARTED
         self._stopping = threading.Event()  # wakes requests sleeping in latency

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+_SHALLOW: Final = 4  # below this depth arrays get only the items they must have
 _MAX_DEPTH: Final = 16  # recursive schemas ($ref to itself) stop here with an empty value
 _FORMATS: Final[Mapping[str, str]] = {
     "date-time": "2024-01-01T00:00:00Z",
@@ -53,11 +54,28 @@ def example_for(schema: object, root: Mapping[str, Any] | None = None, depth: in
         if isinstance(options, list) and options:
             return example_for(_simplest(options, root), root, depth + 1)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
-        merged: dict[str, Any] = {}
-        for part in schema["allOf"]:
-            merged.update(part if isinstance(part, Mapping) else {})
-        return example_for(merged, root, depth + 1)
+        return example_for(_merge(schema["allOf"], root), root, depth + 1)
     return _typed(schema, _type_of(schema), root, depth)
+
+
+def _merge(parts: list[Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """One schema from ``allOf`` parts: properties and required lists are united."""
+    merged: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for part in parts:
+        if isinstance(part, Mapping) and "$ref" in part:
+            part = _resolve(part["$ref"], root)
+        if not isinstance(part, Mapping):
+            continue
+        merged.update(part)
+        properties.update(part.get("properties") or {})
+        required += [name for name in part.get("required") or [] if name not in required]
+    if properties:
+        merged["properties"] = properties
+    if required:
+        merged["required"] = required
+    return merged
 
 
 def _type_of(schema: Mapping[str, Any]) -> str:
@@ -84,7 +102,7 @@ def _typed(schema: Mapping[str, Any], kind: str, root: Mapping[str, Any], depth:
         return {name: example_for(properties.get(name, {"type": "string"}), root, depth + 1) for name in names}
     if kind == "array":
         low, high = schema.get("minItems"), schema.get("maxItems")
-        count = low if isinstance(low, int) else 1
+        count = low if isinstance(low, int) else (1 if depth < _SHALLOW else 0)  # deep: keep recursion finite
         if isinstance(high, int):
             count = min(count, high)
         return [example_for(schema.get("items", {"type": "string"}), root, depth + 1) for _ in range(count)]
