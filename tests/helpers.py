@@ -104,3 +104,94 @@ class FakeClock:
                 if not self._tick.wait(self.REAL_GUARD):
                     raise AssertionError("FakeClock.sleep: the test never advanced the clock")
             return bool(stop is not None and stop.is_set())
+
+
+class ScriptedServer:
+    """A loopback TCP server that answers each connection with a script, byte by byte if asked.
+
+    ``script(conn, request)`` gets the socket and the parsed request (``method``, ``path``,
+    ``headers`` with lower-case names, ``body``) and writes whatever it likes: a normal answer,
+    a slow trickle, a cut-off body, a redirect. Every request is kept in ``requests``.
+    Use it as a context manager; leaving it closes the listener and every open connection.
+    """
+
+    def __init__(self, script):
+        import socket
+
+        self.script = script
+        self.requests = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._conns = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            with conn:
+                while not self._closed.is_set():
+                    request = self._read_request(conn)
+                    if request is None:
+                        return
+                    self.requests.append(request)
+                    if self.script(conn, request) is not True:  # True: keep the connection for another request
+                        return
+        except OSError:
+            pass
+
+    @staticmethod
+    def _read_request(conn):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", 0))
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return {"method": method, "path": path, "headers": headers, "body": body, "raw_head": head}
+
+    def close(self):
+        self._closed.set()
+        self._sock.close()
+        for conn in self._conns:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def http_response(status, body=b"", headers=None, reason="OK"):
+    """The bytes of a complete HTTP/1.1 response with a Content-Length."""
+    if isinstance(body, str):
+        body = body.encode()
+    lines = [f"HTTP/1.1 {status} {reason}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -97,6 +97,9 @@ class Alarm:
         #: The call's deadline this alarm enforces.
         self.deadline = deadline
         self.connection: Any = None
+        self.sock: Any = None
+        #: The request went out (the connection waited for its response).
+        self.sent = False
         self.fired: str | None = None
         self.reason = "deadline"
         self.generation = 0
@@ -114,24 +117,31 @@ class Alarm:
         return None if self.deadline_at is None else self.deadline_at - self._watchdog.now()
 
     def attach(self, connection: Any) -> None:
-        """The connection whose socket to shut down (set by the session)."""
+        """The connection whose socket to shut down (set by the session).
+
+        Its socket is kept too: ``http.client`` drops ``connection.sock``
+        when a response says ``Connection: close``, while the response goes
+        on reading from the same socket.
+        """
         with self._watchdog.lock:
             self.connection = connection
+            self.sock = getattr(connection, "sock", None)
+            self.sent = True
             fired = self.fired is not None
         if fired:  # already due: the read must not start
-            _shutdown(connection)
+            _shutdown(self.sock)
 
     def detach(self, connection: Any) -> None:
         """Forget ``connection`` (it goes back to the pool)."""
         with self._watchdog.lock:
             if self.connection is connection:
-                self.connection = None
+                self.connection = self.sock = None
 
     def cancel(self) -> None:
         """Never go off; forget the connection. Safe twice."""
         with self._watchdog.lock:
             self.generation += 1
-            self.connection = None
+            self.connection = self.sock = None
 
 
 class Watchdog:
@@ -170,9 +180,9 @@ class Watchdog:
                 if alarm is None:
                     continue
                 alarm.fired = alarm.reason
-                connection = alarm.connection
-            if connection is not None:
-                _shutdown(connection)
+                sock = alarm.sock
+            if sock is not None:
+                _shutdown(sock)
 
     def _next_due(self) -> Alarm | None:
         """Block (lock held) until an alarm is due; None when woken to re-check."""
@@ -194,17 +204,16 @@ class Watchdog:
         self._thread = None
 
 
-def _shutdown(connection: Any) -> None:
-    """End every blocked read on the connection's socket."""
-    sock = getattr(connection, "sock", None)
+def _shutdown(sock: Any) -> None:
+    """End every blocked read on the socket."""
     if sock is None:
         return
     try:
         # socket.socket's own shutdown, also for an SSLSocket: its override
         # would tear down the TLS state under a reader in another thread.
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed
+    except (OSError, TypeError):
+        pass  # already closed, or not a real socket
 
 
 #: The process-wide watchdog.

@@ -227,7 +227,7 @@ class Endpoint:
             if alarm is None:
                 raise self._errors.transport_error(exc, phase="connect") from exc
             # The connection joins the alarm once the request is sent.
-            phase = "connect" if alarm.connection is None else "response"
+            phase = "response" if alarm.sent else "connect"
             raise self._errors.transport_error(exc, phase=phase, deadline=alarm.deadline, alarm=alarm) from exc
 
     def _note(self, response: requests.Response) -> None:
