@@ -144,6 +144,15 @@ class CircuitBreaker:
             self._state, self._failures, self._probing = CLOSED, 0, False
             self._cooldown = self._base_cooldown
 
+    def cancel_probe(self) -> None:
+        """The call let through ended without an answer either way (interrupted).
+
+        The breaker stays as it was; the next call after it may probe.
+        """
+        with self._lock:
+            if self._state == HALF_OPEN:
+                self._state, self._probing = OPEN, False
+
     def record_failure(self, error: StorageError, *, trip: bool = False) -> None:
         """The storage failed; open the breaker if it is time.
 

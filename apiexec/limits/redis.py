@@ -429,6 +429,9 @@ class RedisBackend:
             # A timeout trips at once: every further try would cost as much.
             self.breaker.record_failure(error, trip=isinstance(exc, self._timeout_type))
             raise error from exc
+        except BaseException:
+            self.breaker.cancel_probe()  # interrupted: no verdict on the server
+            raise
         self.breaker.record_success()
         return result
 

@@ -46,14 +46,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
 from apiexec.errors import ConfigError, StorageError
 from apiexec.limits.breaker import CircuitBreaker
-from apiexec.limits.bucket import Clock, ServerLimits, TokenBucket, make_bucket, sync_bucket, take_together
-from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
+from apiexec.limits.bucket import Clock, ServerLimits, sync_bucket, take_together
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits, resolve_limits
+from apiexec.limits.sqlite_row import COLUMNS, CREATE, SELECT, UPSERT, Row, State, dump_bucket, load_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -68,74 +68,7 @@ MAX_BUSY_TIMEOUT: Final = 60.0
 #: Pause between retries when SQLite reports busy without waiting itself.
 _BUSY_RETRY_SLEEP: Final = 0.005
 
-_TABLE: Final = "apiexec_limits"
-_CREATE: Final = f"""
-CREATE TABLE IF NOT EXISTS {_TABLE} (
-    key TEXT PRIMARY KEY,
-    req_level REAL, req_stamp REAL, req_capacity REAL, req_rate REAL,
-    tok_level REAL, tok_stamp REAL, tok_capacity REAL, tok_rate REAL,
-    paused_until REAL
-)"""
-_COLUMNS: Final = (
-    "req_level", "req_stamp", "req_capacity", "req_rate",
-    "tok_level", "tok_stamp", "tok_capacity", "tok_rate",
-    "paused_until",
-)  # fmt: skip
-_SELECT: Final = f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} WHERE key = ?"
-# NULL means "leave as is": a process writes only what it computed, so one
-# without a request limit never wipes the request level of one with it.
-_UPSERT: Final = (
-    f"INSERT INTO {_TABLE} (key, {', '.join(_COLUMNS)}) VALUES (?, {', '.join('?' * len(_COLUMNS))}) "
-    f"ON CONFLICT(key) DO UPDATE SET "
-    + ", ".join(f"{c} = COALESCE(excluded.{c}, {c})" for c in _COLUMNS)
-)
-
-_Row = tuple[float | None, ...]
 _T = TypeVar("_T")
-
-
-@dataclass
-class _State:
-    """One key's row, as buckets (None where this process has no bucket)."""
-
-    requests: TokenBucket | None
-    tokens: TokenBucket | None
-    paused_until: float
-    clock_went_back: bool = False  # a stamp was clamped: store it, or stay stuck
-
-
-def _load_bucket(
-    limit: float | None, capacity: float | None, interval: float, cols: _Row, now: float
-) -> TokenBucket | None:
-    """This process's view of one stored bucket.
-
-    With a limit of its own, the process uses its own capacity and rate on
-    the shared level; without one, the capacity and rate a server taught
-    (any process) are used, if any.
-    """
-    level, stamp, learnt_capacity, rate = cols
-    bucket = make_bucket(limit, capacity, interval, now)
-    if bucket is not None:
-        if level is not None and stamp is not None:
-            bucket.level, bucket.stamp = min(level, bucket.capacity), min(stamp, now)
-        return bucket
-    if level is None or stamp is None or not learnt_capacity or not rate:
-        return None
-    return TokenBucket(
-        capacity=learnt_capacity,
-        rate=rate,
-        level=min(level, learnt_capacity),
-        stamp=min(stamp, now),
-        ceiling=rate * SERVER_LIMIT_WINDOW,
-    )
-
-
-def _dump_bucket(bucket: TokenBucket | None, learned: bool) -> _Row:
-    if bucket is None:
-        return (None, None, None, None)
-    if learned:
-        return (bucket.level, bucket.stamp, bucket.capacity, bucket.rate)
-    return (bucket.level, bucket.stamp, None, None)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -248,7 +181,7 @@ class SQLiteBackend:
                 breaker is open.
         """
 
-        def take(state: _State, now: float) -> float:
+        def take(state: State, now: float) -> float:
             return take_together(
                 ((state.requests, requests), (state.tokens, tokens)), state.paused_until, now
             )
@@ -260,7 +193,7 @@ class SQLiteBackend:
         if not tokens:
             return
 
-        def give(state: _State, now: float) -> bool:
+        def give(state: State, now: float) -> bool:
             if state.tokens is None:
                 return False
             state.tokens.refill(now)
@@ -272,7 +205,7 @@ class SQLiteBackend:
     def pause(self, seconds: float) -> None:
         """Grant nothing, in any process, until ``seconds`` from now."""
 
-        def extend(state: _State, now: float) -> None:
+        def extend(state: State, now: float) -> None:
             state.paused_until = max(state.paused_until, now + seconds)
 
         self._update(extend, store_if=lambda _: True, buckets=False)
@@ -297,7 +230,7 @@ class SQLiteBackend:
         if info.remaining_requests is None and info.remaining_tokens is None:
             return
 
-        def align(state: _State, now: float) -> None:
+        def align(state: State, now: float) -> None:
             state.requests = sync_bucket(
                 state.requests, self.limit_requests is None, info.requests, now, limits=self.limits
             )
@@ -318,7 +251,7 @@ class SQLiteBackend:
 
     def _update(
         self,
-        change: Callable[[_State, float], _T],
+        change: Callable[[State, float], _T],
         *,
         store_if: Callable[[_T], bool],
         buckets: bool = True,
@@ -335,26 +268,26 @@ class SQLiteBackend:
 
         return self._run(transaction)
 
-    def _load(self, conn: sqlite3.Connection, now: float) -> _State:
-        row = conn.execute(_SELECT, (self.key,)).fetchone() or (None,) * len(_COLUMNS)
+    def _load(self, conn: sqlite3.Connection, now: float) -> State:
+        row = conn.execute(SELECT, (self.key,)).fetchone() or (None,) * len(COLUMNS)
         paused = row[8]
         lim = self.limits
-        return _State(
-            requests=_load_bucket(lim.requests, lim.request_capacity, lim.interval, row[0:4], now),
-            tokens=_load_bucket(lim.tokens, lim.token_capacity, lim.interval, row[4:8], now),
+        return State(
+            requests=load_bucket(lim.requests, lim.request_capacity, lim.interval, row[0:4], now),
+            tokens=load_bucket(lim.tokens, lim.token_capacity, lim.interval, row[4:8], now),
             paused_until=-math.inf if paused is None else paused,
             clock_went_back=any(stamp is not None and stamp > now for stamp in (row[1], row[5])),
         )
 
-    def _store(self, conn: sqlite3.Connection, state: _State, buckets: bool) -> None:
-        values: _Row = (None,) * 8
+    def _store(self, conn: sqlite3.Connection, state: State, buckets: bool) -> None:
+        values: Row = (None,) * 8
         if buckets:
             values = (
-                *_dump_bucket(state.requests, self.limit_requests is None),
-                *_dump_bucket(state.tokens, self.limit_tokens is None),
+                *dump_bucket(state.requests, self.limit_requests is None),
+                *dump_bucket(state.tokens, self.limit_tokens is None),
             )
         paused = state.paused_until if math.isfinite(state.paused_until) else None
-        conn.execute(_UPSERT, (self.key, *values, paused))
+        conn.execute(UPSERT, (self.key, *values, paused))
 
     def _run(self, operation: Callable[[sqlite3.Connection], _T], *, write: bool = True) -> _T:
         """Run ``operation`` in one transaction, through the circuit breaker.
@@ -370,6 +303,12 @@ class SQLiteBackend:
         except _Failure as failure:
             self.breaker.record_failure(failure.error, trip=failure.trip)
             raise failure.error from failure.__cause__
+        except Exception:
+            self.breaker.record_success()  # the file answered (e.g. CapacityError)
+            raise
+        except BaseException:
+            self.breaker.cancel_probe()  # interrupted: no verdict on the file
+            raise
         self.breaker.record_success()
         return result
 
@@ -462,7 +401,7 @@ class SQLiteBackend:
             if str(mode).lower() == "wal":  # pragma: no cover - a file an older version left in WAL
                 logger.warning("limit storage %s stays in WAL mode while other processes use it", self.url)
             conn.execute("PRAGMA synchronous=OFF")
-            conn.execute(_CREATE)
+            conn.execute(CREATE)
             st = os.stat(self.path)
         except BaseException:
             conn.close()

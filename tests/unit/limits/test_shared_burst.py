@@ -1,0 +1,115 @@
+"""The shared backends (SQLite, Redis) honour burst= and the default rule like memory does."""
+
+import time
+
+import pytest
+
+from apiexec.errors import CapacityError, ConfigError, StorageError
+from apiexec.limits.breaker import CircuitBreaker
+from apiexec.limits.bucket import MemoryBackend, ServerLimits
+from apiexec.limits.rate_limits import RateLimits
+from apiexec.limits.sqlite import SQLiteBackend
+from apiexec.limits.storage import backend_from_url, parse_storage_url
+from tests.helpers import FakeClock
+
+PACED = RateLimits.per_minute(requests=12_000)
+
+
+def granted_at_once(backend):
+    count = 0
+    while backend.acquire(1, 0) == 0.0:
+        count += 1
+        assert count < 100_000
+    return count
+
+
+def assert_burst(backend, capacity, rate):
+    """Exactly ``capacity`` on a fake clock; on Redis (the server's clock) plus what refilled meanwhile."""
+    started = time.monotonic()
+    count = granted_at_once(backend)
+    if isinstance(backend, (MemoryBackend, SQLiteBackend)):
+        assert count == capacity
+    else:
+        assert capacity <= count <= capacity + rate * (time.monotonic() - started) + 1
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.integration)])
+def make(request, tmp_path):
+    """A factory of backends on one shared place (for memory: one backend per call)."""
+    clock = FakeClock(1_000_000.0)
+    if request.param == "memory":
+        return lambda limits, key="k": MemoryBackend(limits=limits, clock=clock)
+    if request.param == "sqlite":
+        return lambda limits, key="k": SQLiteBackend(tmp_path / "l.db", key=key, limits=limits, clock=clock)
+    server = request.getfixturevalue("redis_server")
+    prefix = f"{request.node.name}-{time.monotonic_ns()}"
+    return lambda limits, key="k": backend_from_url(server.url, key=f"{prefix}-{key}", limits=limits)
+
+
+def test_default_burst_caps_a_large_limit(make):
+    backend = make(PACED)
+    assert_burst(backend, 180, 200)
+    assert 0 < backend.acquire(1, 0) <= 1 / 200 + 0.001
+
+
+def test_explicit_burst(make):
+    assert_burst(make(RateLimits.per_second(requests=200, burst=20)), 20, 200)
+
+
+def test_small_limits_keep_the_whole_limit(make):
+    backend = make(RateLimits(requests=2, tokens=1000, interval=2.0))
+    assert backend.levels() == (2, 1000)
+
+
+def test_learnt_limits_follow_the_same_rule(make):
+    learner = make(RateLimits())
+    learner.sync(ServerLimits(limit_requests=12_000, remaining_requests=12_000, reset_requests=0.0))
+    assert_burst(learner, 180, 200)
+    capped = make(RateLimits(burst=20), key="capped")
+    capped.sync(ServerLimits(limit_requests=12_000, remaining_requests=12_000, reset_requests=0.0))
+    assert_burst(capped, 20, 200)
+
+
+def test_a_call_bigger_than_the_burst_leaves_debt_and_one_bigger_than_the_limit_fails(make):
+    backend = make(RateLimits.per_minute(tokens=60_000, token_burst=1000))
+    assert backend.acquire(1, 5000) == 0.0
+    assert backend.levels()[1] == pytest.approx(-4000, abs=5)
+    assert backend.acquire(1, 1) == pytest.approx(4.001, abs=0.01)
+    with pytest.raises(CapacityError):
+        backend.acquire(1, 60_001)
+
+
+def test_repr_names_the_limits(make):
+    assert "RateLimits(requests=12000" in repr(make(PACED))
+
+
+# -- SQLite specifics --------------------------------------------------------------------
+
+
+def test_sqlite_processes_with_different_bursts_share_one_level(tmp_path):
+    clock = FakeClock(1_000_000.0)
+    wide = SQLiteBackend(tmp_path / "l.db", key="k", limits=RateLimits.per_second(requests=100, burst=50), clock=clock)
+    narrow = SQLiteBackend(tmp_path / "l.db", key="k", limits=RateLimits.per_second(requests=100, burst=5), clock=clock)
+    assert narrow.levels()[0] == 5  # the shared level is fresh (50), capped at narrow's own burst
+    assert granted_at_once(wide) == 50
+    assert narrow.levels()[0] == pytest.approx(0)
+
+
+def test_sqlite_busy_timeout_is_bounded(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        SQLiteBackend(tmp_path / "l.db", key="k", busy_timeout=3600)
+    assert info.value.field == "busy_timeout"
+    with pytest.raises(ConfigError, match="timeout must be seconds in"):
+        parse_storage_url("sqlite:///x.db?timeout=3600")
+
+
+def test_a_capacity_error_during_the_probe_closes_the_breaker(tmp_path):
+    clock = FakeClock()
+    breaker = CircuitBreaker("sqlite:///l.db", threshold=1, cooldown=1.0, clock=clock)
+    backend = SQLiteBackend(tmp_path / "l.db", key="k", limits=RateLimits(tokens=10), breaker=breaker)
+    breaker.record_failure(StorageError("limit storage x failed: boom", url="u"), trip=True)
+    clock.advance(1.0)
+    with pytest.raises(CapacityError):
+        backend.acquire(1, 11)  # the probe: the file answered, with a refusal
+    assert breaker.state == "closed"
+    assert backend.acquire(1, 10) == 0.0
