@@ -121,7 +121,7 @@ class Event:
         tokens: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        self._id = uuid.uuid4()
+        self._id: uuid.UUID | None = None  # made on first use: uuid4 costs a syscall
         self._created_at = time.time()
         self._execution = Execution()
         self._invoke_function = invoke_function
@@ -142,7 +142,9 @@ class Event:
 
     @property
     def id(self) -> uuid.UUID:
-        """A random (uuid4) identifier."""
+        """A random (uuid4) identifier, made the first time it is read."""
+        if self._id is None:
+            self._id = uuid.uuid4()
         return self._id
 
     @property

@@ -108,8 +108,9 @@ class Executor(SeedFront):
         self._items: dict[int, WorkItem] = {}  # every call not yet finished, by id(event)
         self._pending: dict[int, WorkItem] = {}  # appended, not yet forwarded (in order)
         self._unfinished = 0  # forwarded and not yet finished: what join() waits for
-        self._lock = threading.RLock()
-        self._all_done = threading.Condition(self._lock)
+        self._lock = threading.RLock()  # life-cycle and the seed's pending list
+        self._count_lock = threading.Lock()  # guards _unfinished (a plain lock: the hot path)
+        self._all_done = threading.Condition(self._count_lock)
         self._state = ExecutorState.IDLE
         self._runtime: Runtime | None = None
         self._finalizer: weakref.finalize | None = None
@@ -125,8 +126,8 @@ class Executor(SeedFront):
     @property
     def events(self) -> dict[Any, Any]:
         """Calls not yet finished (pending, queued or running), by event id."""
-        with self._lock:
-            return {item.event.id: item.event for item in self._items.values()}
+        items = list(self._items.values())  # one C-level copy: safe while calls finish
+        return {item.event.id: item.event for item in items}
 
     @property
     def pending(self) -> dict[Any, Any]:
@@ -148,8 +149,7 @@ class Executor(SeedFront):
     @property
     def is_all_processed(self) -> bool:
         """True when nothing is pending, queued or running."""
-        with self._lock:
-            return not self._pending and self._unfinished == 0
+        return not self._pending and self._unfinished == 0
 
     # -- life-cycle -------------------------------------------------------------
 
@@ -164,6 +164,7 @@ class Executor(SeedFront):
             queue = Queue(config.queue_capacity, config.capacity_refresh_time, self.max_workers)
             head = threading.Lock() if self.admission.blocking else None
             runtime = Runtime(queue, self.max_workers, head)
+            runtime.step = functools.partial(rt.worker_step, weakref.ref(self), runtime)
             self._finalizer = weakref.finalize(self, rt.finalize_runtime, runtime)
             self._finalizer.atexit = False  # the runtime module's exit hook handles exit
             self.metrics.gauge("queue_depth", queue.qsize)
@@ -217,7 +218,8 @@ class Executor(SeedFront):
         stays usable: new workers start on the next ``submit``.
         """
         self._lock = threading.RLock()
-        self._all_done = threading.Condition(self._lock)
+        self._count_lock = threading.Lock()
+        self._all_done = threading.Condition(self._count_lock)
         self.admission.after_fork()
         self.metrics.after_fork()
         items = list(self._items.values())
@@ -250,10 +252,10 @@ class Executor(SeedFront):
         else:
             event = fn
             self._check_type(event)
-        with self._lock:  # no shutdown between the check and the record
-            runtime = self._running()
-            item = self._add(event, pending=False)
-            item.accepted = True
+        runtime = self._running()  # a shutdown racing us stops the queue: _enqueue then cancels
+        item = self._add(event, pending=False)
+        item.accepted = True
+        with self._count_lock:
             self._unfinished += 1
         self._enqueue(runtime, item)
         return item.future
@@ -305,7 +307,7 @@ class Executor(SeedFront):
         except BaseException:  # Ctrl-C while blocked on a full queue
             self._cancel(item)
             raise
-        runtime.ensure_worker(functools.partial(rt.worker_step, weakref.ref(self), runtime))
+        runtime.ensure_worker(runtime.step)
 
     def _admit(self, item: WorkItem, stop: threading.Event, *, reraise: bool = False) -> bool:
         """Ask the admission policy; False when the call must not run."""
@@ -317,7 +319,7 @@ class Executor(SeedFront):
                 raise DeadlineExceeded("queued", item.timeout or 0.0)
             started = time.perf_counter()
             reserved = self.admission.admit(item.event, stop=stop, deadline=item.deadline)
-            self.metrics.record_admission_wait(time.perf_counter() - started)
+            waited = time.perf_counter() - started
         except Exception as exc:  # CapacityError, DeadlineExceeded, StorageError: fail, never hang
             self._finish(item, ExecutionStatus.FAILED, error=exc)
             if reraise:
@@ -329,11 +331,11 @@ class Executor(SeedFront):
             self._cancel(item)
             return False
         item.reserved = reserved
+        self.metrics.record_start(waited)
         return True
 
     def _invoke(self, item: WorkItem, stop: threading.Event) -> None:
         event = item.event
-        self.metrics.call_started()
         gate = functools.partial(self.admission.admit_retry, stop)
         try:
             with call_context(self._observe, gate, stop, item.deadline, item.timeout):
@@ -343,8 +345,6 @@ class Executor(SeedFront):
             if not isinstance(exc, Exception):
                 raise
             return
-        used = getattr(event, "used_tokens", None)
-        self.metrics.record_tokens(item.reserved, used if isinstance(used, int) else None)
         try:
             self.admission.settle(event, item.reserved)  # before join() can see the call as done
         except Exception:  # bookkeeping must never lose the call's outcome
@@ -371,11 +371,10 @@ class Executor(SeedFront):
         deadline = None if timeout is None else time.monotonic() + timeout
         item = WorkItem(event, deadline=deadline, timeout=timeout)
         key = id(event)
-        with self._lock:
-            if key in self._items:
-                raise ValueError(f"event {event.id} is already recorded")
-            self._items[key] = item
-            if pending:
+        if self._items.setdefault(key, item) is not item:  # atomic: no lock on the hot path
+            raise ValueError(f"event {event.id} is already recorded")
+        if pending:
+            with self._lock:
                 self._pending[key] = item
         return item
 
@@ -413,31 +412,36 @@ class Executor(SeedFront):
         The future is resolved (and its callbacks run) before ``join()`` can
         see the call as finished.
         """
+        if item.finished:  # each item has one owner at a time; this is a safety net
+            return
+        item.finished = True
         event = item.event
-        with self._lock:
-            if item.finished:
-                return  # exactly once
-            item.finished = True
-            if self._items.get(id(event)) is item:
-                del self._items[id(event)]
-                self._pending.pop(id(event), None)
+        if self._items.get(id(event)) is item:
+            self._items.pop(id(event), None)
         resolve(item.future, status, result, error)
-        self._record_metrics(event, status)
+        self._record_metrics(event, status, item.reserved)
         unrecorded = isinstance(event, Event) and not event.execution.status.is_terminal
         if status is ExecutionStatus.FAILED and unrecorded:
             set_execution(event, status, error=describe_error(error or EventFailed("failed")))
         if item.accepted:
-            with self._lock:
+            with self._count_lock:
                 self._unfinished -= 1
-                if self._unfinished == 0:
+                idle = not self._unfinished
+            if idle:
+                with self._all_done:
                     self._all_done.notify_all()
 
-    def _record_metrics(self, event: Any, status: ExecutionStatus) -> None:
+    def _record_metrics(self, event: Any, status: ExecutionStatus, reserved: int) -> None:
         execution = getattr(event, "execution", None)
+        used = getattr(event, "used_tokens", None) if status is ExecutionStatus.COMPLETED else None
+        if not isinstance(used, int) or isinstance(used, bool):
+            used = None
         if isinstance(execution, Execution):
-            self.metrics.record_finish(status.value, latency=execution.duration, attempts=execution.attempts)
+            self.metrics.record_finish(
+                status.value, latency=execution.duration, attempts=execution.attempts, reserved=reserved, used=used
+            )
         else:
-            self.metrics.record_finish(status.value)
+            self.metrics.record_finish(status.value, reserved=reserved, used=used)
 
     def _check_type(self, event: Any) -> None:
         expected = self.event_type

@@ -48,21 +48,28 @@ class Metrics:
         """A fresh lock in a forked child (the parent's may be held)."""
         self._lock = threading.Lock()
 
-    def call_started(self) -> None:
-        """Count one call starting to run (in flight until it finishes)."""
+    def record_start(self, admission_wait: float) -> None:
+        """Count one call admitted after ``admission_wait`` s (in flight until it ends)."""
         with self._lock:
             self.started += 1
+            self._admission_waits.append(admission_wait)
+            self.admission_wait_total += admission_wait
 
-    def record_admission_wait(self, seconds: float) -> None:
-        """Count how long a call waited for admission (rate limits)."""
-        with self._lock:
-            self._admission_waits.append(seconds)
-            self.admission_wait_total += seconds
-
-    def record_finish(self, status: str, *, latency: float | None = None, attempts: int | None = None) -> None:
-        """Count one event reaching a terminal status."""
+    def record_finish(
+        self,
+        status: str,
+        *,
+        latency: float | None = None,
+        attempts: int | None = None,
+        reserved: int = 0,
+        used: int | None = None,
+    ) -> None:
+        """Count one event reaching a terminal status, with its tokens."""
         with self._lock:
             self._status[status] += 1
+            self.tokens_reserved += reserved
+            if used is not None:
+                self.tokens_used += used
             if latency is not None:
                 self._latencies.append(latency)
             if isinstance(attempts, int) and attempts > 1:

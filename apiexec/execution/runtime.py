@@ -45,7 +45,7 @@ _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 _LIVE_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class WorkItem:
     """One call on its way: submit → queue → worker → future.
 
@@ -89,6 +89,8 @@ class Runtime:
         self.queue = queue
         self.max_workers = max_workers
         self.head = head
+        #: One worker step (take, admit, run an item); set by the executor.
+        self.step: Callable[[], bool] = _no_step
         #: Set at shutdown: ends admission waits and retry backoffs at once.
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -108,6 +110,8 @@ class Runtime:
         Args:
             take: One worker step: take, admit and run an item (False: exit).
         """
+        if len(self._threads) >= self.max_workers:  # all started (a racy read is harmless)
+            return
         if self._idle.acquire(blocking=False):
             return
         with self._spawn_lock:
@@ -115,12 +119,15 @@ class Runtime:
                 return
             thread = threading.Thread(
                 target=_worker,
-                args=(take, self._idle),
+                args=(take, self._idle, self._all_started),
                 name=f"apiexec-worker-{len(self._threads)}",
                 daemon=True,
             )
             thread.start()
             self._threads.append(thread)
+
+    def _all_started(self) -> bool:
+        return len(self._threads) >= self.max_workers
 
     def stop(self) -> list[WorkItem]:
         """Stop taking work; wake every waiter; return the items not started."""
@@ -136,7 +143,11 @@ class Runtime:
                 thread.join()
 
 
-def _worker(take: Callable[[], bool], idle: threading.Semaphore) -> None:
+def _no_step() -> bool:
+    return False
+
+
+def _worker(take: Callable[[], bool], idle: threading.Semaphore, all_started: Callable[[], bool]) -> None:
     """A worker thread: take an item, run it, repeat until told to exit.
 
     ``take`` holds only a weak reference to the executor while it blocks,
@@ -152,7 +163,8 @@ def _worker(take: Callable[[], bool], idle: threading.Semaphore) -> None:
             return
         if not more:
             return
-        idle.release()
+        if not all_started():  # once every worker exists, nobody asks who is idle
+            idle.release()
 
 
 def cancel_items(items: list[WorkItem]) -> None:

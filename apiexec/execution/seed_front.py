@@ -36,6 +36,7 @@ class SeedFront:
     _items: dict[int, WorkItem]
     _pending: dict[int, WorkItem]
     _unfinished: int
+    _count_lock: threading.Lock
     _runtime: Runtime | None
 
     if TYPE_CHECKING:
@@ -94,7 +95,8 @@ class SeedFront:
                 key = next(iter(self._pending))
                 item = self._pending.pop(key)
                 item.accepted = True
-                self._unfinished += 1
+                with self._count_lock:
+                    self._unfinished += 1
             self._enqueue(runtime, item)
 
     def process_event(self, event: Any) -> None:

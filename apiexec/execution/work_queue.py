@@ -167,26 +167,30 @@ class Queue(queue.Queue[Any]):
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """``queue.Queue.put`` that raises :class:`QueueStopped` once stopped."""
         with self.not_full:
-            self._wait(self.not_full, lambda: self._qsize() >= self.maxsize, block, timeout, queue.Full)
+            if self._stopped or self._qsize() >= self.maxsize:  # the common case skips the wait set-up
+                self._wait(self.not_full, lambda: self._qsize() >= self.maxsize, block, timeout, queue.Full)
             self._put(item)
             self.unfinished_tasks += 1
-            self.not_empty.notify()
+            if self.not_empty._waiters:  # type: ignore[attr-defined]  # skip a Python-level no-op notify
+                self.not_empty.notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """``queue.Queue.get`` that also takes a concurrency slot."""
         gate = self._concurrency_sem
         with self.not_empty:
-            self._wait(
-                self.not_empty,
-                lambda: not self._qsize() or (gate is not None and gate.full),
-                block,
-                timeout,
-                queue.Empty,
-            )
+            if self._stopped or not self._qsize() or (gate is not None and gate.full):
+                self._wait(
+                    self.not_empty,
+                    lambda: not self._qsize() or (gate is not None and gate.full),
+                    block,
+                    timeout,
+                    queue.Empty,
+                )
             if gate is not None:
                 gate.in_use += 1
             item = self._get()
-            self.not_full.notify()
+            if self.not_full._waiters:  # type: ignore[attr-defined]
+                self.not_full.notify()
             return item
 
     def task_done(self) -> None:
@@ -195,12 +199,17 @@ class Queue(queue.Queue[Any]):
         Raises:
             ValueError: Called more times than events were enqueued.
         """
-        with self.mutex:
+        with self.mutex:  # one acquisition for the slot and the task count
             gate = self._concurrency_sem
             if gate is not None and gate.in_use > 0:
                 gate.in_use -= 1
                 self.not_empty.notify()
-        super().task_done()
+            unfinished = self.unfinished_tasks - 1
+            if unfinished < 0:
+                raise ValueError("task_done() called too many times")
+            self.unfinished_tasks = unfinished
+            if not unfinished:
+                self.all_tasks_done.notify_all()
 
     def drain(self) -> list[Any]:
         """Remove and return every queued event (for cancelling at shutdown).
