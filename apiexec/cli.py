@@ -215,8 +215,10 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.input != "-" and not Path(args.input).is_file():
+    if args.input != "-" and not Path(args.input).exists():  # a pipe such as <(zcat x.gz) is fine
         raise ConfigError("input", f"no such file: {args.input}")
+    if args.input != "-" and Path(args.input).is_dir():
+        raise ConfigError("input", f"is a directory: {args.input}")
     with _target(args) as (config, mock_rpm):
         options = BatchOptions(
             input=args.input,

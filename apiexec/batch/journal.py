@@ -105,6 +105,7 @@ class Journal:
     def __init__(self, path: Path, *, force: bool = False) -> None:
         self.path = path
         self.force = force
+        #: Lines the file held when opened (at least 1 when any was foreign).
         self.rows_before = 0
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -145,9 +146,11 @@ class Journal:
         for index, text, complete in self._lines():
             if not text.strip() or (not complete and _parse(text) is None):
                 continue  # blank, or a torn tail (only the last line lacks a newline; repaired next)
+            self.rows_before += 1
             if key_of(_parse(text)) is None:
                 if self.force:
                     logger.warning("%s: line %d was not written by apiexec; --force: using it", self.path, index + 1)
+                    self.rows_before = max(self.rows_before, 1)
                     return
                 raise NotAJournal(
                     f"{self.path} is not an apiexec output file (line {index + 1} is not an apiexec row); "
@@ -173,7 +176,6 @@ class Journal:
 
     def _successful_keys(self) -> Iterator[str]:
         for _, row in self._rows():
-            self.rows_before += 1
             key = key_of(row)
             if key is not None and is_success(row):
                 yield key

@@ -290,6 +290,8 @@ def _write_invalid(run: RunState, line: BatchLine, problem: str) -> None:
 def _compact(run: RunState, current: IdSet) -> None:
     """At the end of a complete run: one row per input line; set strays aside."""
     summary = run.summary
+    if not run.journal.rows_before and not (run.errors is not None and run.errors.rows_before):
+        return  # a fresh output holds one row per line already: nothing to merge or set aside
     result = run.journal.compact(current)
     summary.compacted, summary.set_aside = result.dropped, result.set_aside
     summary.set_aside_path = result.aside_path

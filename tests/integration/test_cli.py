@@ -125,8 +125,11 @@ def test_bad_lines_are_reported_and_the_rest_done(tmp_path):
         proc = run_cli("run", str(inp), "-o", str(out), "--base-url", f"{server.url}/v1", "--no-progress")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    rows = {r["custom_id"]: r for r in rows_of(out)}
-    assert all(rows[f"q{i}"]["error"] is None for i in range(5))
+    all_rows = rows_of(out)
+    answered = {r["custom_id"] for r in all_rows if r["error"] is None}
+    assert answered == {f"q{i}" for i in range(5)}
+    rows = {r["custom_id"]: r for r in all_rows if r["error"] is not None}
+    assert "duplicate custom_id 'q1'" in rows["q1"]["error"]["message"]  # its own row, beside q1's answer
     assert "not valid JSON" in rows["6"]["error"]["message"]
     assert "missing or non-object body" in rows["nobody"]["error"]["message"]
     assert "3 invalid" in proc.stderr
@@ -143,7 +146,7 @@ def test_secret_never_appears_in_output_logs_or_stderr(tmp_path):
         wrong = run_cli("run", str(inp), "-o", str(out_wrong), "--base-url", f"{server.url}/v1", "--api-key-env", "MY_KEY",
                         "--no-progress", "-vv", env={"MY_KEY": SECRET + "-wrong"})
     assert ok.returncode == 0, ok.stderr
-    assert wrong.returncode == 2
+    assert wrong.returncode == 3  # a refused key stops the run: the circuit breaker
     for text in (ok.stdout, ok.stderr, out.read_text(), wrong.stdout, wrong.stderr, out_wrong.read_text()):
         assert SECRET not in text
     assert all(r["response"]["status_code"] == 401 for r in rows_of(out_wrong))
@@ -163,7 +166,8 @@ def test_missing_input_and_bad_flags_are_usage_errors(tmp_path):
     proc = run_cli("run", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.jsonl"), "--mock")
     assert proc.returncode == 1 and "no such file" in proc.stderr
     proc = run_cli("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "0")
-    assert proc.returncode == 2 and "must be > 0" in proc.stderr  # argparse's own exit code
+    assert proc.returncode == 1 and "--concurrency: must be >= 1" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "usage:" not in proc.stderr
 
 
 def test_mock_flag_runs_the_shipped_example_offline(tmp_path):
@@ -188,7 +192,7 @@ def test_output_must_not_be_the_input(tmp_path):
     assert inp.read_text() == before
 
 
-def test_a_row_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
+def test_a_row_that_cannot_be_written_stops_the_run(tmp_path, monkeypatch):
     from apiexec import EndpointConfig
     from apiexec.batch.journal import Journal
     from apiexec.batch.runner import BatchOptions, run_batch
@@ -205,6 +209,6 @@ def test_a_row_that_cannot_be_written_fails_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(Journal, "write", failing_write)
     with MockServer(MockServerConfig()) as server:
         config = EndpointConfig(provider="mock", endpoint="chat/completions", base_url=f"{server.url}/v1")
-        with pytest.raises(OSError, match="No space left"):
-            run_batch(BatchOptions(input=inp, output=out, endpoint=config, concurrency=2))
+        summary = run_batch(BatchOptions(input=inp, output=out, endpoint=config, concurrency=2))
+    assert summary.exit_code == 3 and "No space left" in summary.stopped and summary.unwritten >= 1
     assert "q3" not in out.read_text()
