@@ -162,7 +162,7 @@ def test_limiter_fifo_among_threads():
         t.start()
         threads.append(t)
         deadline = time.monotonic() + 2
-        while len(limiter._waiters) < i + 1 and time.monotonic() < deadline:
+        while limiter.waiting < i + 1 and time.monotonic() < deadline:
             time.sleep(0.001)
     for t in threads:
         t.join(5)
@@ -174,7 +174,7 @@ def test_try_acquire_respects_waiters_turn():
     assert limiter.try_acquire()
     t = threading.Thread(target=limiter.acquire)
     t.start()
-    while not limiter._waiters:
+    while not limiter.waiting:
         time.sleep(0.001)
     time.sleep(0.25)  # capacity is due now, but the waiter is first in line
     assert limiter.try_acquire() is False
@@ -195,7 +195,7 @@ def test_cancelled_acquire_returns_false_at_once():
     t.join(2)
     assert result == [False]
     assert time.monotonic() - start < 0.5
-    assert not limiter._waiters
+    assert not limiter.waiting
 
 
 def test_hammering_try_acquire_never_overgrants():

@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from apiexec import Queue, QueueConfig, QueueStopped
+from tests.helpers import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -35,13 +36,22 @@ def test_config_is_immutable():
 
 
 def test_enqueue_raises_full_after_timeout():
-    q = Queue(queue_capacity=2, capacity_refresh_time=1.0)
+    clock = FakeClock(auto_advance=True)
+    q = Queue(queue_capacity=2, capacity_refresh_time=1.0, waiter=clock)
     q.enqueue("a")
     q.enqueue("b")
-    start = time.monotonic()
     with pytest.raises(stdlib_queue.Full):
-        q.enqueue("c", timeout=0.1)
-    assert 0.08 <= time.monotonic() - start < 1.0
+        q.enqueue("c", timeout=2.5)
+    assert clock.now() == 2.5  # waited exactly the timeout, in refresh-time steps
+    assert clock.waits == [1.0, 1.0, 0.5]
+
+
+def test_dequeue_raises_empty_after_timeout_exactly():
+    clock = FakeClock(auto_advance=True)
+    q = Queue(queue_capacity=2, capacity_refresh_time=10.0, waiter=clock)
+    with pytest.raises(stdlib_queue.Empty):
+        q.dequeue(timeout=0.25)
+    assert clock.now() == 0.25 and clock.waits == [0.25]
 
 
 def test_enqueue_blocks_until_room():
