@@ -1,68 +1,59 @@
 """A local mock of the OpenAI and Anthropic HTTP APIs, with limits and faults.
 
 The mock server lets ``apiexec run ... --mock`` and ``apiexec mock-server`` run a
-The mock server lets ``apiexec run ... --mock`` and ``apiexec mock-server`` run a
 batch end to end with no API key and no network, and it is the fault-injection
 server of the test suite: real HTTP/1.1 over loopback sockets, keep-alive,
-latency, a server-side rate limiter and scripted or random failures.
+latency, a server-side rate limiter and scripted or random failures. Its
+answers are shaped as the providers document them (the test suite validates
+them with the official SDKs' types); ``docs/mock-server.md`` is the full guide.
 
 The package, by concept (like urllib3's ``dummyserver``):
 
-==================  ==========================================================
-``config``          :class:`MockServerConfig`, defaults
-``stats``           :class:`MockServerStats`, what the server saw
-``oracle``          its own request/token buckets (independent of apiexec.limits)
-``faults``          scripted, per-request and random faults
-``answers``         what each endpoint answers
-``wire``            JSON/SSE framing, error bodies, rate-limit headers
-``api``             one request to one reply: auth, fault, answer, limiter
-``handler``         HTTP/1.1 connections and the socket server
-``server``          lifecycle: :class:`MockServer`, :func:`serve_forever`
-==================  ==========================================================
+====================  ========================================================
+``config``            :class:`MockServerConfig`, defaults
+``stats``             :class:`MockServerStats`, what the server saw
+``oracle``            its own request/token buckets (independent of apiexec.limits)
+``faults``            scripted, per-request and random faults
+``answers``           what each model endpoint answers (chat, completions,
+                      embeddings, responses, anthropic; JSON-schema examples)
+``files``             the OpenAI Files API
+``batches``           the OpenAI Batch API
+``message_batches``   Anthropic Message Batches
+``wire``              JSON/SSE framing, error bodies, rate-limit headers
+``api``               one request to one reply: route, auth, fault, answer, limiter
+``handler``           HTTP/1.1 connections and the socket server
+``server``            lifecycle: :class:`MockServer`, :func:`serve_forever`
+====================  ========================================================
 
-Endpoints (JSON bodies; answers are deterministic for a given request):
+Model endpoints (faults and rate limits apply; ``stream: true`` gives SSE):
 
-=======  =========================  ==========================================
-POST     ``/v1/chat/completions``   OpenAI chat completion, or SSE chunks
-POST     ``/v1/embeddings``         OpenAI embeddings (8 floats per input)
-POST     ``/v1/messages``           Anthropic message, or Anthropic SSE events
-POST     ``/v1/responses``          OpenAI Responses API (no streaming)
-GET      ``/v1/models``             one model, ``mock-model``
-GET      ``/health``                ``{"status": "ok"}``
-=======  =========================  ==========================================
-1. ``api_key`` check: ``401`` unless ``Authorization: Bearer <key>`` or
-   ``x-api-key: <key>`` matches (the key is never logged or echoed).
-2. Fault: the ``x-mock-fault`` header if present, else the next scripted fault
-   (:meth:`MockServer.script`), else a random one (``drop_rate``, ``fail_rate``).
-   A status fault answers at once and consumes no rate-limit capacity.
-3. Body parsing (``400`` when it is not a JSON object or misses a field).
-4. Rate limiter, decided on arrival: a continuous token bucket for requests
-   and one for tokens (the response's ``total_tokens``), checked atomically; a
-   denied request consumes nothing and gets ``429``.
-5. Latency (``latency_ms`` +/- ``latency_jitter_ms``, plus any ``slow:MS``
-   fault), slept in the connection's thread outside every lock; ``stop()``
-   cuts it short.
+=======  ===============================  ====================================
+POST     ``/v1/chat/completions``         OpenAI chat completion or chunks
+POST     ``/v1/completions``              OpenAI legacy text completion
+POST     ``/v1/embeddings``               OpenAI embeddings (float or base64)
+POST     ``/v1/responses``                OpenAI Responses API or its events
+POST     ``/v1/messages``                 Anthropic message or its events
+=======  ===============================  ====================================
 
-Fault syntax (``script()`` and the ``x-mock-fault`` header): ``"500"``,
-``"503"`` or any status from 400 to 599; ``"429"`` (``retry-after-ms: 1000``);
-``"429:1500"`` (``retry-after-ms: 1500``); ``"drop"`` (close the socket without
+Other endpoints (API key checked; no faults, no rate limit): ``GET /v1/models``
+and ``/v1/models/{id}`` (OpenAI-shaped, or Anthropic-shaped when the request
+carries ``anthropic-version``), ``POST /v1/messages/count_tokens``, the Files API
+(``/v1/files``), the Batch API (``/v1/batches``), Message Batches
+(``/v1/messages/batches``) and ``GET /health`` (no key needed).
+
+Fault syntax (``script()``, ``MockServerConfig.faults`` and the ``x-mock-fault``
+header): ``"500"``, ``"503"`` or any status from 400 to 599; ``"429"``
+(``retry-after-ms: 1000``); ``"429:1500"``; ``"drop"`` (close the socket without
 an answer); ``"slow:MS"`` (MS more milliseconds, then a normal answer).
 
 Headers on every answer: ``x-request-id``; when limits are configured,
-``x-ratelimit-limit-*`` (the per-minute limit, rounded), ``x-ratelimit-remaining-*``
-(whole units left in the bucket) and ``x-ratelimit-reset-*`` (time until the
-bucket is full again, as OpenAI means it, in Go duration format: ``"12ms"``,
-``"1.5s"``, ``"6m0s"``), for ``requests`` and ``tokens``. ``/v1/messages``
-adds ``request-id`` and ``anthropic-ratelimit-{requests,tokens}-{limit,
-remaining,reset}`` (reset as an RFC 3339 UTC time). A ``429`` carries
-``retry-after-ms`` (milliseconds until the request would be admitted) and
+``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset in Go duration
+format: ``"12ms"``, ``"1.5s"``, ``"6m0s"``); in the Anthropic dialect also
+``request-id`` and ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``
+(reset as an RFC 3339 UTC time). A ``429`` carries ``retry-after-ms`` and
 ``retry-after`` (whole seconds, rounded up, at least 1). Error bodies are
-OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``), except on
-``/v1/messages`` where they are Anthropic-shaped
-(``{"type": "error", "error": {"type", "message"}}``).
-
-Faults apply to the model endpoints only; ``/health`` and ``/v1/models`` never
-fail and are not rate limited.
+OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``) or
+Anthropic-shaped (``{"type": "error", "error": {"type", "message"}, "request_id"}``).
 
 Example::
 
