@@ -185,7 +185,7 @@ def test_stream_with_a_finish_reason_but_no_done_is_complete():
 # -- decompressed body cap --------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bomb(size):
     """``size`` zero bytes, gzip-compressed without ever holding them in memory."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip wrapper
