@@ -107,6 +107,12 @@ class RateLimitAdmission:
             with _best_effort("usage correction"):
                 self.limiter.adjust(reserved - used)
 
+    def release(self, event: Any, reserved: int) -> None:
+        """A call admitted but not run gives its tokens back."""
+        if reserved:
+            with _best_effort("token refund"):
+                self.limiter.adjust(reserved)
+
     def wake(self) -> None:
         """Wake every waiter (shutdown)."""
         self.limiter.wake()

@@ -65,6 +65,10 @@ class Admission(Protocol):
         """Told that ``event`` finished; ``reserved`` is what ``admit`` took."""
         ...
 
+    def release(self, event: Any, reserved: int) -> None:
+        """Undo an admission: ``event`` was admitted but will not run."""
+        ...
+
     def wake(self) -> None:
         """Wake every thread waiting in ``admit``/``admit_retry`` (shutdown)."""
         ...
@@ -93,6 +97,9 @@ class Unlimited:
     def settle(self, event: Any, reserved: int) -> None:
         """Nothing to settle."""
 
+    def release(self, event: Any, reserved: int) -> None:
+        """Nothing was taken."""
+
     def wake(self) -> None:
         """Nobody waits."""
 
@@ -101,3 +108,86 @@ class Unlimited:
 
     def __repr__(self) -> str:
         return "Unlimited()"
+
+
+class Chain:
+    """Several admission policies, asked in order; a call runs when all admit.
+
+    Each policy keeps its own reservation: when a later policy refuses (or
+    the call is cancelled after admission), the earlier ones are released,
+    so nothing stays taken for a call that never runs. ``admit`` returns
+    the first policy's reservation (the tokens the executor reports).
+
+    Args:
+        policies: The policies, asked in this order (e.g. a rate limit, then
+            a spending cap, then a concurrency limit).
+
+    Example:
+        >>> chain = Chain(Unlimited(), Unlimited())
+        >>> chain.admit(object(), stop=threading.Event(), deadline=None)
+        0
+    """
+
+    def __init__(self, *policies: Admission) -> None:
+        self.policies = policies
+        self.blocking = any(policy.blocking for policy in policies)
+        self._taken: dict[int, list[int]] = {}  # id(event) -> each policy's reservation
+        self._lock = threading.Lock()
+
+    def admit(self, event: Any, *, stop: threading.Event, deadline: float | None) -> int | None:
+        """Admit through every policy, or release what was taken and give up."""
+        taken: list[int] = []
+        try:
+            for policy in self.policies:
+                reserved = policy.admit(event, stop=stop, deadline=deadline)
+                if reserved is None:
+                    self._release_taken(event, taken)
+                    return None
+                taken.append(reserved)
+        except BaseException:
+            self._release_taken(event, taken)
+            raise
+        with self._lock:
+            self._taken[id(event)] = taken
+        return taken[0] if taken else 0
+
+    def admit_retry(self, stop: threading.Event) -> bool:
+        """A retry passes every policy's gate."""
+        return all(policy.admit_retry(stop) for policy in self.policies)
+
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
+        """Every policy sees every response."""
+        for policy in self.policies:
+            policy.observe(status_code, headers)
+
+    def settle(self, event: Any, reserved: int) -> None:
+        """Each policy settles its own reservation."""
+        for policy, taken in zip(self.policies, self._pop(event)):
+            policy.settle(event, taken)
+
+    def release(self, event: Any, reserved: int) -> None:
+        """Each policy releases its own reservation."""
+        self._release_taken(event, self._pop(event))
+
+    def wake(self) -> None:
+        """Wake every policy's waiters."""
+        for policy in self.policies:
+            policy.wake()
+
+    def after_fork(self) -> None:
+        """Fresh locks everywhere in a forked child."""
+        self._lock = threading.Lock()
+        self._taken = {}
+        for policy in self.policies:
+            policy.after_fork()
+
+    def _pop(self, event: Any) -> list[int]:
+        with self._lock:
+            return self._taken.pop(id(event), [])
+
+    def _release_taken(self, event: Any, taken: list[int]) -> None:
+        for policy, reserved in zip(self.policies, taken):
+            policy.release(event, reserved)
+
+    def __repr__(self) -> str:
+        return f"Chain({', '.join(map(repr, self.policies))})"

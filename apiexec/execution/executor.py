@@ -325,9 +325,11 @@ class Executor(SeedFront):
             if reraise:
                 raise
             return False
-        if reserved is None or not item.future.set_running_or_notify_cancel():
-            if reserved:
-                self.admission.settle(item.event, reserved)
+        if reserved is None:
+            self._cancel(item)
+            return False
+        if not item.future.set_running_or_notify_cancel():  # cancelled while it waited
+            self._release(item, reserved)
             self._cancel(item)
             return False
         item.reserved = reserved
@@ -391,6 +393,12 @@ class Executor(SeedFront):
             items = list(self._pending.values())
             self._pending.clear()
             return items
+
+    def _release(self, item: WorkItem, reserved: int) -> None:
+        try:
+            self.admission.release(item.event, reserved)
+        except Exception:  # bookkeeping must never stop the cancellation
+            logger.exception("releasing the admission of event %s failed", item.event.id)
 
     def _fail(self, item: WorkItem, error: BaseException) -> None:
         self._finish(item, ExecutionStatus.FAILED, error=error)
