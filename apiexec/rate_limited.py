@@ -30,11 +30,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from apiexec._checks import check_positive_number
 from apiexec.errors import ConfigError, DeadlineExceeded, StorageError
+from apiexec.execution.admission import Admission, Chain
 from apiexec.execution.event import Event
 from apiexec.execution.executor import Executor
 from apiexec.execution.runtime import Runtime
@@ -145,6 +146,9 @@ class RateLimitedExecutor(Executor):
         backend: A ready :class:`~apiexec.limits.bucket.LimitBackend` instead
             of ``storage`` (e.g. a Redis Cluster one).
         clock: Monotonic clock for the ``memory://`` backend (tests inject one).
+        policies: More admission policies asked after the rate limit (e.g. a
+            spending cap, a concurrency limit), chained with
+            :class:`~apiexec.execution.admission.Chain`.
 
     Raises:
         ConfigError: A limit, the interval, a queue setting or the storage
@@ -166,6 +170,7 @@ class RateLimitedExecutor(Executor):
         key: str = DEFAULT_KEY,
         backend: LimitBackend | None = None,
         clock: Clock = time.monotonic,
+        policies: Sequence[Admission] = (),
     ) -> None:
         check_positive_number("interval", interval)
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
@@ -180,7 +185,10 @@ class RateLimitedExecutor(Executor):
         self.storage = storage
         self.key = key
         limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
-        admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time)
+        self.rate_admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time)
+        admission: Admission = self.rate_admission
+        if policies:
+            admission = Chain(self.rate_admission, *policies)
         super().__init__(event_type, queue_config, admission=admission)
 
     def _open_storage(self, clock: Clock) -> LimitBackend:
@@ -197,9 +205,7 @@ class RateLimitedExecutor(Executor):
     @property
     def limiter(self) -> RateLimiter:
         """The rate limiter every call is admitted through."""
-        admission = self.admission
-        assert isinstance(admission, RateLimitAdmission)
-        return admission.limiter
+        return self.rate_admission.limiter
 
     @property
     def available_request(self) -> int | None:
