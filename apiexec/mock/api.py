@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import hmac
+import logging
 import random
 import re
 import threading
@@ -57,6 +58,8 @@ from apiexec.mock.wire import (
     status_message,
     with_request_id,
 )
+
+logger = logging.getLogger(__name__)
 
 ANTHROPIC_VERSION_HEADER: Final = "anthropic-version"
 JSONL: Final = "application/binary"
@@ -154,7 +157,11 @@ class MockAPI:
         """The reply to ``request`` (headers, latency and all)."""
         path = request.path
         anthropic = path.startswith("/v1/messages") or ANTHROPIC_VERSION_HEADER in request.headers
-        reply = self._route(request, path, dict(parse_qsl(request.query)), anthropic)
+        try:
+            reply = self._route(request, path, dict(parse_qsl(request.query)), anthropic)
+        except Exception:  # a bug in the mock must still answer, not hang or drop the client
+            logger.exception("mock server: %s %s failed", request.method, path[:200])
+            reply = error_reply(500, "The mock server failed to handle this request.", anthropic=anthropic)
         return self._finish(reply, anthropic=anthropic)
 
     def _route(self, request: Request, path: str, query: Mapping[str, str], anthropic: bool) -> Reply:

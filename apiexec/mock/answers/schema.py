@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 _SHALLOW: Final = 4  # below this depth arrays get only the items they must have
-_MAX_DEPTH: Final = 16  # recursive schemas ($ref to itself) stop here with an empty value
+_MAX_DEPTH: Final = 16
+_MAX_ITEMS: Final = 100
+_MAX_NODES: Final = 10_000  # values in one example, whatever the schema  # a hostile minItems must not exhaust memory
+_MAX_CHARS: Final = 10_000  # recursive schemas ($ref to itself) stop here with an empty value
 _FORMATS: Final[Mapping[str, str]] = {
     "date-time": "2024-01-01T00:00:00Z",
     "date": "2024-01-01",
@@ -36,15 +39,20 @@ _FORMATS: Final[Mapping[str, str]] = {
 }
 
 
-def example_for(schema: object, root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+def example_for(schema: object) -> Any:
     """A JSON value valid for ``schema`` (best effort for what the module docstring lists)."""
+    return _walk(schema, schema if isinstance(schema, Mapping) else {}, 0, [_MAX_NODES])
+
+
+def _walk(schema: object, root: Mapping[str, Any], depth: int, budget: list[int]) -> Any:
+    """``budget[0]`` counts down the values still allowed, so hostile schemas stay small."""
     if not isinstance(schema, Mapping):
         return {}  # ``true`` or a missing schema: anything goes
-    root = schema if root is None else root
-    if depth > _MAX_DEPTH:
+    budget[0] -= 1
+    if depth > _MAX_DEPTH or budget[0] < 0:
         return None
     if "$ref" in schema:
-        return example_for(_resolve(schema["$ref"], root), root, depth + 1)
+        return _walk(_resolve(schema["$ref"], root), root, depth + 1, budget)
     if "const" in schema:
         return schema["const"]
     if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -52,10 +60,10 @@ def example_for(schema: object, root: Mapping[str, Any] | None = None, depth: in
     for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
-            return example_for(_simplest(options, root), root, depth + 1)
+            return _walk(_simplest(options, root), root, depth + 1, budget)
     if isinstance(schema.get("allOf"), list) and schema["allOf"]:
-        return example_for(_merge(schema["allOf"], root), root, depth + 1)
-    return _typed(schema, _type_of(schema), root, depth)
+        return _walk(_merge(schema["allOf"], root), root, depth + 1, budget)
+    return _typed(schema, _type_of(schema), root, depth, budget)
 
 
 def _merge(parts: list[Any], root: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,8 +77,8 @@ def _merge(parts: list[Any], root: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(part, Mapping):
             continue
         merged.update(part)
-        properties.update(part.get("properties") or {})
-        required += [name for name in part.get("required") or [] if name not in required]
+        properties.update(_mapping(part.get("properties")))
+        required += [name for name in _names(part.get("required")) if name not in required]
     if properties:
         merged["properties"] = properties
     if required:
@@ -78,10 +86,22 @@ def _merge(parts: list[Any], root: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _names(value: object) -> list[str]:
+    return [n for n in value if isinstance(n, str)] if isinstance(value, list) else []
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _type_of(schema: Mapping[str, Any]) -> str:
     kind = schema.get("type")
     if isinstance(kind, list):
-        non_null = [k for k in kind if k != "null"]
+        non_null = [k for k in kind if isinstance(k, str) and k != "null"]
         return non_null[0] if non_null else "null"
     if isinstance(kind, str):
         return kind
@@ -92,20 +112,20 @@ def _type_of(schema: Mapping[str, Any]) -> str:
     return "object"
 
 
-def _typed(schema: Mapping[str, Any], kind: str, root: Mapping[str, Any], depth: int) -> Any:
+def _typed(schema: Mapping[str, Any], kind: str, root: Mapping[str, Any], depth: int, budget: list[int]) -> Any:
     if kind == "object":
-        properties = schema.get("properties")
-        properties = properties if isinstance(properties, Mapping) else {}
-        required = schema.get("required")
-        names = list(properties) if not isinstance(required, list) else [n for n in properties if n in required]
-        names += [n for n in (required or []) if isinstance(n, str) and n not in properties]
-        return {name: example_for(properties.get(name, {"type": "string"}), root, depth + 1) for name in names}
+        properties = _mapping(schema.get("properties"))
+        required = _names(schema.get("required")) if "required" in schema else None
+        names = [str(n) for n in properties if required is None or n in required]
+        names += [n for n in required or [] if n not in properties]
+        return {name: _walk(properties.get(name, {"type": "string"}), root, depth + 1, budget) for name in names}
     if kind == "array":
         low, high = schema.get("minItems"), schema.get("maxItems")
-        count = low if isinstance(low, int) else (1 if depth < _SHALLOW else 0)  # deep: keep recursion finite
-        if isinstance(high, int):
+        count = low if _is_int(low) else (1 if depth < _SHALLOW else 0)  # deep: keep recursion finite
+        if _is_int(high):
             count = min(count, high)
-        return [example_for(schema.get("items", {"type": "string"}), root, depth + 1) for _ in range(count)]
+        count = max(0, min(count, _MAX_ITEMS))
+        return [_walk(schema.get("items", {"type": "string"}), root, depth + 1, budget) for _ in range(count)]
     if kind == "string":
         return _string(schema)
     if kind in ("integer", "number"):
@@ -119,29 +139,42 @@ def _string(schema: Mapping[str, Any]) -> str:
     text = _FORMATS.get(str(schema.get("format")), "mock")
     low = schema.get("minLength")
     high = schema.get("maxLength")
-    if isinstance(low, int) and len(text) < low:
-        text = text + "x" * (low - len(text))
-    if isinstance(high, int) and len(text) > high:
-        text = text[:high]
+    if _is_int(low) and len(text) < low:
+        text = text + "x" * (min(low, _MAX_CHARS) - len(text))
+    if _is_int(high) and len(text) > high:
+        text = text[: max(0, high)]
     return text
 
 
 def _number(schema: Mapping[str, Any], *, integer: bool) -> float | int:
+    try:
+        value = _bounded(schema, integer=integer)
+        return int(value) if integer else value
+    except (OverflowError, ValueError):  # absurd bounds: any number will do
+        return 0 if integer else 0.0
+
+
+def _bounded(schema: Mapping[str, Any], *, integer: bool) -> float:
+    def number(name: str) -> float | None:
+        value = schema.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None
+        return float(value)
+
     value = 1.0
-    low, high = schema.get("minimum"), schema.get("maximum")
-    ex_low, ex_high = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
-    if isinstance(low, (int, float)):
-        value = max(value, float(low)) if high is None else float(low)
-    if isinstance(ex_low, (int, float)) and value <= ex_low:
+    low, high, ex_low, ex_high = (number(n) for n in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+    if low is not None:
+        value = max(value, low) if high is None else low
+    if ex_low is not None and value <= ex_low:
         value = math.floor(ex_low) + 1 if integer else ex_low + 0.5
-    if isinstance(high, (int, float)) and value > high:
-        value = float(high)
-    if isinstance(ex_high, (int, float)) and value >= ex_high:
+    if high is not None and value > high:
+        value = high
+    if ex_high is not None and value >= ex_high:
         value = math.ceil(ex_high) - 1 if integer else ex_high - 0.5
-    multiple = schema.get("multipleOf")
-    if isinstance(multiple, (int, float)) and multiple > 0:
+    multiple = number("multipleOf")
+    if multiple is not None and multiple > 0:
         value = math.ceil(value / multiple) * multiple
-    return int(value) if integer else value
+    return value
 
 
 def _simplest(options: list[Any], root: Mapping[str, Any]) -> Any:

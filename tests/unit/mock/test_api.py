@@ -111,3 +111,45 @@ def test_keys_are_never_in_repr() -> None:
     config = MockServerConfig(api_key="secret-one", api_keys=("secret-two",))
     assert "secret" not in repr(config)
     assert config.accepted_keys == ("secret-one", "secret-two")
+
+
+def test_random_bodies_get_an_answer_never_an_exception() -> None:
+    import random
+
+    rng = random.Random(7)
+    atoms: list[Any] = [None, True, 0, -1, 5, 1.5, "", "x", "user", [], {}, [1], ["a"], {"type": "text"}, 10**12]
+    keys = ["model", "messages", "input", "prompt", "n", "tools", "tool_choice", "response_format", "logprobs",
+            "top_logprobs", "stream", "max_tokens", "stop", "dimensions", "encoding_format", "echo", "system", "text",
+            "requests", "params", "custom_id", "endpoint", "input_file_id", "role", "content", "function", "name",
+            "parameters", "input_schema", "type", "json_schema", "schema"]
+
+    def value(depth: int = 0) -> Any:
+        draw = rng.random()
+        if depth > 3 or draw < 0.4:
+            return rng.choice(atoms)
+        if draw < 0.7:
+            return {rng.choice(keys): value(depth + 1) for _ in range(rng.randint(0, 4))}
+        return [value(depth + 1) for _ in range(rng.randint(0, 3))]
+
+    api = MockAPI(MockServerConfig(), clock=FakeClock())
+    paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages",
+             "/v1/messages/count_tokens", "/v1/batches", "/v1/messages/batches", "/v1/files"]
+    for _ in range(2000):
+        body = value()
+        if isinstance(body, dict) and rng.random() < 0.5:
+            body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": value()}], **body}
+        reply = call(api, rng.choice(paths), body=json.dumps(body).encode())
+        assert reply.status in (200, 400, 404)
+        assert isinstance(payload(reply), dict)
+
+
+def test_a_bug_in_a_handler_is_a_500_not_a_dropped_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import apiexec.mock.api as api_module
+
+    def broken(body: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api_module, "count_tokens_answer", broken)
+    reply = call(MockAPI(MockServerConfig(), clock=FakeClock()), "/v1/messages/count_tokens")
+    assert reply.status == 500 and payload(reply)["error"]["type"] == "api_error"
+    assert payload(reply)["request_id"] == reply.headers["request-id"]

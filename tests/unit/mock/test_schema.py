@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema
@@ -57,3 +58,17 @@ def test_recursive_schema_terminates() -> None:
 def test_optional_properties_are_left_out_when_required_is_given() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "required": ["b"]}
     assert example_for(schema) == {"b": "mock"}
+
+
+def test_hostile_schemas_stay_small() -> None:
+    wide = {"$defs": {"n": {"type": "array", "minItems": 100, "items": {"$ref": "#/$defs/n"}}}, "$ref": "#/$defs/n"}
+    assert len(json.dumps(example_for(wide))) < 200_000
+    assert len(example_for({"type": "array", "minItems": 10**9})) == 100
+    assert len(example_for({"type": "string", "minLength": 10**9})) == 10_000
+    assert example_for({"type": "integer", "minimum": 1e308, "multipleOf": 1e-300}) == 0
+
+
+@pytest.mark.parametrize("schema", [{"required": True}, {"type": [1, None]}, {"properties": 3}, {"allOf": [1, {}]},
+                                    {"anyOf": "x"}, {"$ref": 5}, {"type": "array", "items": 5, "maxItems": "2"}])
+def test_malformed_schemas_do_not_raise(schema: dict[str, Any]) -> None:
+    json.dumps(example_for(schema))
