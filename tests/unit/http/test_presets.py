@@ -219,3 +219,92 @@ def test_configs_do_not_share_preset_headers(monkeypatch):
     assert cfg.default_headers["anthropic-version"] == "2024-01-01"
     assert PRESETS["anthropic"].default_headers["anthropic-version"] == "2023-06-01"
     assert preset_config("anthropic").default_headers["anthropic-version"] == "2023-06-01"
+
+
+# -- issue 12: more providers, each checked against its docs (docs/providers.md) --------------
+
+DOCUMENTED = {
+    "gemini": ("https://generativelanguage.googleapis.com/v1beta/openai/chat/completions", "GEMINI_API_KEY"),
+    "mistral": ("https://api.mistral.ai/v1/chat/completions", "MISTRAL_API_KEY"),
+    "together": ("https://api.together.xyz/v1/chat/completions", "TOGETHER_API_KEY"),
+    "deepseek": ("https://api.deepseek.com/chat/completions", "DEEPSEEK_API_KEY"),
+    "fireworks": ("https://api.fireworks.ai/inference/v1/chat/completions", "FIREWORKS_API_KEY"),
+    "xai": ("https://api.x.ai/v1/chat/completions", "XAI_API_KEY"),
+    "cerebras": ("https://api.cerebras.ai/v1/chat/completions", "CEREBRAS_API_KEY"),
+    "perplexity": ("https://api.perplexity.ai/chat/completions", "PERPLEXITY_API_KEY"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED))
+def test_documented_openai_compatible_providers(name, monkeypatch):
+    url, variable = DOCUMENTED[name]
+    with pytest.raises(ConfigError, match=variable):
+        preset_config(name, "chat")
+    monkeypatch.setenv(variable, KEY)
+    cfg = preset_config(name, "chat")
+    assert cfg.full_url == url
+    assert cfg.auth_headers() == {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.mark.parametrize(
+    ("name", "dialect"),
+    [("openai", "openai"), ("anthropic", "anthropic"), ("groq", "groq"), ("openrouter", "openrouter"),
+     ("cerebras", "suffixed"), ("azure", "azure"), ("gemini", "auto")],
+)
+def test_presets_name_their_rate_limit_dialect(name, dialect):
+    assert PRESETS[name].rate_limit_dialect == dialect
+
+
+def test_azure_v1_api(monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    cfg = preset_config("azure", "chat", resource="contoso")
+    assert cfg.full_url == "https://contoso.openai.azure.com/openai/v1/chat/completions"
+    assert cfg.auth_headers() == {"api-key": KEY}
+    assert "Authorization" not in cfg.request_headers()
+
+
+def test_azure_deployment_url_with_api_version(monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
+    cfg = preset_config("azure", "embeddings", resource="contoso", deployment="text-embedding-3-small")
+    assert cfg.full_url == (
+        "https://contoso.openai.azure.com/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+    )
+    monkeypatch.setenv("OPENAI_API_VERSION", "2025-04-01-preview")
+    assert preset_config("azure", "chat", resource="contoso", deployment="gpt-4o").full_url.endswith(
+        "?api-version=2025-04-01-preview"
+    )
+
+
+@pytest.mark.parametrize(
+    "root", ["https://contoso.openai.azure.com", "https://contoso.openai.azure.com/", "https://contoso.openai.azure.com/openai/v1/"]
+)
+def test_azure_root_from_the_environment_as_the_openai_sdk_reads_it(root, monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", root)
+    assert preset_config("azure", "chat").full_url == "https://contoso.openai.azure.com/openai/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({}, "base_url"), ({"resource": "bad/name"}, "resource"), ({"resource": "ok", "deployment": "a/b"}, "deployment"),
+     ({"resource": "ok", "deployment": "d", "api_version": "x"}, "api_version")],
+)
+def test_azure_refuses_what_cannot_form_a_url(options, field, monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
+    with pytest.raises(ConfigError) as info:
+        preset_config("azure", "chat", **options)
+    assert info.value.field == field
+
+
+@responses.activate
+def test_azure_request_on_the_wire(monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    url = "https://contoso.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    responses.post(url, json={"ok": True})
+    with Endpoint.for_provider("azure", "chat", resource="contoso", deployment="gpt-4o") as ep:
+        assert ep.call({"messages": []}) == {"ok": True}
+    sent = responses.calls[0].request
+    assert sent.url == url
+    assert sent.headers["api-key"] == KEY and "Authorization" not in sent.headers

@@ -1,0 +1,125 @@
+"""The call deadline and the socket watchdog, on a fake clock and a socketpair."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from apiexec.call_context import call_context
+from apiexec.errors import DeadlineExceeded
+from apiexec.http.deadline import WATCHDOG, CallDeadline, Watchdog
+from tests.helpers import FakeClock
+
+
+def test_deadline_counts_from_its_creation():
+    clock = FakeClock(100.0)
+    deadline = CallDeadline(30.0, waiter=clock)
+    assert deadline.at == 130.0 and deadline.timeout == 30.0
+    clock.advance(29.5)
+    deadline.check("response")
+    clock.advance(0.5)
+    with pytest.raises(DeadlineExceeded) as info:
+        deadline.check("response")
+    assert info.value.phase == "response" and info.value.timeout == 30.0
+    assert "30s" in str(info.value) and "reading the response" in str(info.value)
+
+
+def test_the_executors_earlier_deadline_wins():
+    clock = FakeClock(100.0)
+    with call_context(deadline=110.0, timeout=10.0):
+        deadline = CallDeadline(30.0, waiter=clock)
+    assert deadline.at == 110.0 and deadline.timeout == 10.0
+
+
+def test_the_configs_earlier_deadline_wins():
+    clock = FakeClock(100.0)
+    with call_context(deadline=500.0, timeout=400.0):
+        deadline = CallDeadline(30.0, waiter=clock)
+    assert deadline.at == 130.0 and deadline.timeout == 30.0
+
+
+def _blocked_reader(sock, result):
+    try:
+        result.append(sock.recv(10))
+    except OSError as exc:
+        result.append(exc)
+
+
+def test_watchdog_ends_a_blocked_read_when_the_alarm_is_due():
+    left, right = socket.socketpair()
+    try:
+        alarm = WATCHDOG.alarm()
+        alarm.attach(type("Conn", (), {"sock": left})())
+        result = []
+        reader = threading.Thread(target=_blocked_reader, args=(left, result))
+        reader.start()
+        start = time.monotonic()
+        alarm.set(time.monotonic() + 0.2, "deadline")
+        reader.join(5)
+        assert not reader.is_alive()
+        assert 0.15 <= time.monotonic() - start < 2.0
+        assert alarm.fired == "deadline"
+        assert result == [b""] or isinstance(result[0], OSError)
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_cancelled_or_detached_alarm_never_touches_the_socket():
+    left, right = socket.socketpair()
+    try:
+        conn = type("Conn", (), {"sock": left})()
+        cancelled, detached = WATCHDOG.alarm(), WATCHDOG.alarm()
+        for alarm in (cancelled, detached):
+            alarm.attach(conn)
+            alarm.set(time.monotonic() + 0.05, "deadline")
+        cancelled.cancel()
+        detached.detach(conn)
+        time.sleep(0.3)
+        right.sendall(b"ok")
+        left.settimeout(2)
+        assert left.recv(2) == b"ok"  # still open and readable
+        assert cancelled.fired is None
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_rescheduled_alarm_fires_at_its_new_time_only():
+    clock = FakeClock(0.0)
+    dog = Watchdog(clock)
+    alarm = dog.alarm()
+    alarm.set(1.0, "idle")
+    alarm.set(5.0, "deadline")  # the earlier entry is stale now
+    clock.advance(2.0)
+    with dog.lock:
+        dog._due.notify()
+    time.sleep(0.1)
+    assert alarm.fired is None
+    clock.advance(4.0)
+    with dog.lock:
+        dog._due.notify()
+    for _ in range(100):
+        if alarm.fired:
+            break
+        time.sleep(0.01)
+    assert alarm.fired == "deadline"
+    assert alarm.seconds_left() == -1.0
+
+
+def test_an_alarm_already_due_shuts_a_late_attached_socket_at_once():
+    left, right = socket.socketpair()
+    try:
+        alarm = WATCHDOG.alarm()
+        alarm.set(time.monotonic() - 1, "deadline")
+        for _ in range(200):
+            if alarm.fired:
+                break
+            time.sleep(0.01)
+        alarm.attach(type("Conn", (), {"sock": left})())
+        left.settimeout(2)
+        assert left.recv(10) == b""  # shut down: EOF at once
+    finally:
+        left.close()
+        right.close()
