@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -167,6 +168,14 @@ class _Registry:
 
 #: Secrets in use by open sessions.
 ACTIVE_SECRETS: Final = _Registry()
+
+
+def _reset_after_fork() -> None:
+    ACTIVE_SECRETS._lock = threading.Lock()  # a fork during add/remove must not deadlock the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class RedactingFilter(logging.Filter):

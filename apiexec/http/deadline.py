@@ -140,6 +140,8 @@ class Alarm:
     def cancel(self) -> None:
         """Never go off; forget the connection. Safe twice."""
         with self._watchdog.lock:
+            if self.deadline_at is not None or self.connection is not None:
+                self._watchdog.stale += 1
             self.generation += 1
             self.connection = self.sock = None
 
@@ -154,6 +156,8 @@ class Watchdog:
         self._heap: list[tuple[float, int, int, Alarm]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        #: Heap entries known to be dead (cancelled or rescheduled alarms).
+        self.stale = 0
 
     def now(self) -> float:
         """The watchdog's clock."""
@@ -165,6 +169,9 @@ class Watchdog:
 
     def schedule(self, alarm: Alarm, when: float, reason: str) -> None:
         with self.lock:
+            if alarm.generation:
+                self.stale += 1  # its earlier entry (if any) is dead now
+            self._compact()
             alarm.generation += 1
             alarm.reason = reason
             heapq.heappush(self._heap, (when, next(self._seq), alarm.generation, alarm))
@@ -172,6 +179,23 @@ class Watchdog:
                 self._thread = threading.Thread(target=self._run, name="apiexec-watchdog", daemon=True)
                 self._thread.start()
             self._due.notify()
+
+    def _compact(self) -> None:
+        """Drop dead entries once they are most of the heap (lock held).
+
+        Cancelled alarms are left in the heap (removing one is O(n)); without
+        this, a busy process would keep one entry per call for a whole
+        ``total_timeout``. Amortised O(1) per alarm.
+        """
+        if self.stale > 1024 and self.stale * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[3].generation == entry[2]]
+            heapq.heapify(self._heap)
+            self.stale = 0
+
+    def pending(self) -> int:
+        """Entries in the heap, dead ones included (for tests and metrics)."""
+        with self.lock:
+            return len(self._heap)
 
     def _run(self) -> None:
         while True:
@@ -202,6 +226,7 @@ class Watchdog:
         self._due = threading.Condition(self.lock)
         self._heap = []
         self._thread = None
+        self.stale = 0
 
 
 def _shutdown(sock: Any) -> None:

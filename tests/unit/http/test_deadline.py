@@ -123,3 +123,14 @@ def test_an_alarm_already_due_shuts_a_late_attached_socket_at_once():
     finally:
         left.close()
         right.close()
+
+
+def test_dead_entries_do_not_pile_up_in_a_busy_process():
+    """One alarm per call for a whole total_timeout would grow without bound: dead ones are compacted."""
+    clock = FakeClock(0.0)
+    dog = Watchdog(clock)
+    for _ in range(20_000):
+        alarm = dog.alarm()
+        alarm.set(600.0, "deadline")
+        alarm.cancel()
+    assert dog.pending() < 5_000
