@@ -8,7 +8,8 @@ is cut back off the file, so the file stays whole.
 
 Opening an existing output:
 
-* it must be an apiexec journal: every row carries a ``fingerprint``.
+* it must be an apiexec journal: every row records a fingerprint
+  (:func:`~apiexec.batch.rows.fingerprint_of`).
   Anything else is refused (:class:`NotAJournal`) and left untouched,
   unless ``force=True``;
 * a torn last line is cut off; a complete last row that only lacks its
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from apiexec.batch.id_set import IdSet
-from apiexec.batch.rows import FINGERPRINT, is_success
+from apiexec.batch.rows import fingerprint_of, is_success
 from apiexec.errors import APIExecError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def key_of(row: Any) -> str | None:
     """The request key of a journal row, or None for a foreign row."""
     if not isinstance(row, dict):
         return None
-    custom_id, fp = row.get("custom_id"), row.get(FINGERPRINT)
+    custom_id, fp = row.get("custom_id"), fingerprint_of(row)
     if not isinstance(custom_id, str) or not isinstance(fp, str):
         return None
     return row_key(custom_id, fp)

@@ -18,25 +18,32 @@ Anthropic Message Batches input gets Anthropic's result layout::
         "error": {"type": "error", "error": {"type": "...", "message": "..."}}}}
     {"custom_id": "q1", "result": {"type": "expired"}}
 
-Every row also carries ``"fingerprint"``: the hash of its request (see
-:func:`apiexec.batch.lines.fingerprint`). It marks the file as an apiexec
+Every row also records the **fingerprint** of its request (see
+:func:`apiexec.batch.lines.fingerprint`): it marks the file as an apiexec
 journal and tells a resumed run whether the answer is to the same request.
+An OpenAI row keeps exactly OpenAI's four keys, so the fingerprint lives in
+its opaque ``id`` (``batch_req_<fingerprint>_<random>``); an Anthropic row
+has no id, so it carries a ``"fingerprint"`` key (which the SDK's model
+ignores). :func:`fingerprint_of` reads either.
 
 Example:
     >>> row = openai_row("q1", "fp", Outcome(status_code=200, body={"ok": 1}))
-    >>> row["response"]["status_code"], row["error"], is_success(row)
-    (200, None, True)
+    >>> sorted(row), row["error"], is_success(row), fingerprint_of(row)
+    (['custom_id', 'error', 'id', 'response'], None, True, 'fp')
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
-#: The key marking an apiexec journal row.
+#: The key holding the fingerprint of an Anthropic-layout row.
 FINGERPRINT: Final = "fingerprint"
+#: An OpenAI-layout row's id: the fingerprint, then a random part.
+_ROW_ID: Final = re.compile(r"^batch_req_(.+)_([0-9a-f]{16})$")
 
 #: Anthropic's error type for an HTTP status.
 _ANTHROPIC_TYPES: Final = {
@@ -89,7 +96,25 @@ def openai_row(custom_id: str, fp: str, outcome: Outcome) -> dict[str, Any]:
         response = {"status_code": outcome.status_code, "request_id": outcome.request_id, "body": body}
     else:
         error = {"code": outcome.code or "request_failed", "message": outcome.message or "the request failed"}
-    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id, "response": response, "error": error, FINGERPRINT: fp}
+    row_id = f"batch_req_{fp}_{uuid.uuid4().hex[:16]}"
+    return {"id": row_id, "custom_id": custom_id, "response": response, "error": error}
+
+
+def fingerprint_of(row: Any) -> str | None:
+    """The request fingerprint an apiexec row records, or None (not our row).
+
+    Example:
+        >>> fingerprint_of({"id": "batch_req_abc", "custom_id": "x"}) is None   # OpenAI's own
+        True
+    """
+    if not isinstance(row, dict):
+        return None
+    fp = row.get(FINGERPRINT)
+    if isinstance(fp, str) and fp:
+        return fp
+    row_id = row.get("id")
+    match = _ROW_ID.match(row_id) if isinstance(row_id, str) else None
+    return match.group(1) if match else None
 
 
 def _openai_error(outcome: Outcome) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Final
 
 from apiexec._checks import check_at_most, check_int, check_positive_number
-from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES
+from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES, refusal_reason
 from apiexec.batch.id_set import IdSet
 from apiexec.batch.journal import Journal, done_marker, row_key
 from apiexec.batch.lines import STDIN, BatchLine, read_batch
@@ -49,7 +49,7 @@ from apiexec.batch.rows import Outcome, make_row
 from apiexec.batch.signals import SignalWatcher
 from apiexec.batch.state import Endpoints, Gated, RunState
 from apiexec.batch.summary import BatchInterrupted, BatchSummary
-from apiexec.errors import ConfigError
+from apiexec.errors import BudgetExceeded, ConfigError, StorageError
 from apiexec.http.config import EndpointConfig
 from apiexec.limits.bucket import LimitBackend
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
@@ -196,6 +196,7 @@ def _execute(options: BatchOptions) -> BatchSummary:
         endpoints = Endpoints(options.endpoint, options.concurrency)
         stack.callback(endpoints.close)
         complete = _drive(run, executor, endpoints, done, current, stack)
+        run.finishing = complete
         run.closed = True
         journal.close()
         if complete:
@@ -269,8 +270,12 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
                 line.body,
                 requires_tokens=count_tokens,
             )
+            try:
+                future = executor.submit(call)
+            except (StorageError, BudgetExceeded) as exc:  # refused before it was queued
+                run.trip(refusal_reason(exc) or str(exc))
+                return False
             run.submitted()
-            future = executor.submit(call)
             future.add_done_callback(functools.partial(run.on_done, line, call))
         return True
     finally:

@@ -96,6 +96,7 @@ class RunState:
         self.wake = threading.Event()  # set by anything the main thread waits for
         self.interrupts = 0
         self.closed = False
+        self.finishing = False
         self.total = count_lines(options.input) if options.progress else None
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -112,6 +113,10 @@ class RunState:
 
     def on_signal(self) -> None:
         """A stop signal arrived (called on the signal watcher's thread)."""
+        if self.finishing:
+            # Every line is answered and written; only the (atomic) compaction is left.
+            logger.warning("every line is done; finishing the output file")
+            return
         self.interrupts += 1
         self.summary.interrupted = True
         self.wake.set()

@@ -185,8 +185,7 @@ def test_stdin_and_gzip_inputs(tmp_path):
     assert len(rows_of(out1)) == len(rows_of(out2)) == 5
 
 
-@pytest.mark.parametrize("provider, prefix", [("groq", "/openai/v1"), ("openrouter", "/api/v1"),
-                                              ("perplexity", ""), ("gemini", "/v1beta/openai")])
+@pytest.mark.parametrize("provider, prefix", [("groq", "/openai/v1"), ("perplexity", "")])
 def test_standard_batch_urls_reach_the_providers_path(tmp_path, provider, prefix):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(inp, 3)

@@ -4,7 +4,16 @@ import anthropic.types.messages as anthropic_types
 import pytest
 from openai.types.chat import ChatCompletion
 
-from apiexec.batch.rows import FINGERPRINT, Outcome, anthropic_row, error_json, is_success, make_row, openai_row
+from apiexec.batch.rows import (
+    FINGERPRINT,
+    Outcome,
+    anthropic_row,
+    error_json,
+    fingerprint_of,
+    is_success,
+    make_row,
+    openai_row,
+)
 
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
@@ -18,8 +27,9 @@ OPENAI_ERROR = {"error": {"message": "You exceeded your current quota", "type": 
 
 def test_openai_success_row_is_batch_request_output():
     row = openai_row("q1", "fp", Outcome(status_code=200, request_id="req_1", body=COMPLETION))
-    assert set(row) == {"id", "custom_id", "response", "error", FINGERPRINT}
+    assert set(row) == {"id", "custom_id", "response", "error"}  # exactly OpenAI's keys
     assert row["id"].startswith("batch_req_") and row["error"] is None
+    assert fingerprint_of(row) == "fp" and openai_row("q1", "fp", Outcome(status_code=200))["id"] != row["id"]
     assert row["response"] == {"status_code": 200, "request_id": "req_1", "body": COMPLETION}
     assert ChatCompletion.model_validate(row["response"]["body"]).choices[0].message.content == "hi"
     assert is_success(row)
@@ -67,6 +77,15 @@ def test_anthropic_error_types_follow_the_status():
     assert row["result"]["error"]["error"]["type"] == "overloaded_error"
     assert make_row("anthropic", "r", "fp", Outcome(status_code=401))["result"]["error"]["error"]["type"] == (
         "authentication_error")
+
+
+def test_fingerprints_are_read_from_either_layout_and_foreign_rows_have_none():
+    assert fingerprint_of(anthropic_row("r", "a1b2", Outcome(status_code=200, body=MESSAGE))) == "a1b2"
+    assert fingerprint_of(anthropic_row("r", "a1b2", Outcome(status_code=200)))  == "a1b2"
+    assert FINGERPRINT in anthropic_row("r", "x", Outcome(status_code=200))
+    for foreign in ({"id": "batch_req_wnaDys", "custom_id": "r", "response": None, "error": None},
+                    {"custom_id": "r", "body": {}}, "text", None):
+        assert fingerprint_of(foreign) is None
 
 
 def test_error_json():
