@@ -152,6 +152,8 @@ class SQLiteBackend:
         self.key = key
         self.path = Path(path)
         self.url = display or f"sqlite:///{self.path}"
+        # Resolved once: a later chdir() must not point us at another file.
+        self._file = self.path.absolute()
         self.breaker = breaker or CircuitBreaker(self.url, label=f"{self.url} (key {key!r})")
         self._busy_timeout = float(busy_timeout)
         self._clock = clock
@@ -356,7 +358,7 @@ class SQLiteBackend:
             _Failure: The file was removed, replaced or made read-only.
         """
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._file)
         except FileNotFoundError:
             self._drop_connection()
             raise _Failure(self._error("the file was removed", None), trip=True) from None
@@ -366,7 +368,7 @@ class SQLiteBackend:
         if self._identity is None or identity[:2] != self._identity[:2]:
             self._drop_connection()
             raise _Failure(self._error("the file was replaced by another file", None), trip=True)
-        if not _writable(self.path, st.st_mode):
+        if not _writable(self._file, st.st_mode):
             raise _Failure(self._error("the file was made read-only", None), trip=True)
         self._identity = identity  # a mode change that left it writable
 
@@ -389,11 +391,11 @@ class SQLiteBackend:
                 conn.close()
 
     def _open(self) -> sqlite3.Connection:
-        directory = self.path.absolute().parent
+        directory = self._file.parent
         if not directory.is_dir():
             raise _Failure(self._error(f"directory {directory} does not exist (create it first)", None))
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self._file, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
             conn.execute("PRAGMA mmap_size=0")  # plain reads: an I/O fault is an error, not SIGBUS
@@ -402,11 +404,11 @@ class SQLiteBackend:
                 logger.warning("limit storage %s stays in WAL mode while other processes use it", self.url)
             conn.execute("PRAGMA synchronous=OFF")
             conn.execute(CREATE)
-            st = os.stat(self.path)
+            st = os.stat(self._file)
         except BaseException:
             conn.close()
             raise
-        if not _writable(self.path, st.st_mode):
+        if not _writable(self._file, st.st_mode):
             conn.close()
             raise _Failure(self._error("the file is read-only", None), trip=True)
         self._identity = (st.st_dev, st.st_ino, st.st_mode)

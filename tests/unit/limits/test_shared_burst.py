@@ -113,3 +113,15 @@ def test_a_capacity_error_during_the_probe_closes_the_breaker(tmp_path):
         backend.acquire(1, 11)  # the probe: the file answered, with a refusal
     assert breaker.state == "closed"
     assert backend.acquire(1, 10) == 0.0
+
+
+def test_sqlite_relative_path_is_fixed_at_start_despite_a_later_chdir(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    backend = SQLiteBackend("limits.db", key="k", limits=RateLimits(requests=3, interval=60.0), clock=FakeClock())
+    backend.acquire(1, 0)
+    monkeypatch.chdir(tmp_path / "b")
+    assert backend.acquire(1, 0) == 0.0  # still the file in a/, not "removed"
+    assert backend.levels()[0] == pytest.approx(1)
+    assert not (tmp_path / "b" / "limits.db").exists()
