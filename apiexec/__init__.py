@@ -9,31 +9,51 @@ Example:
     ...     results = list(ex.map(calls))
 """
 
-import logging
+from __future__ import annotations
 
-from apiexec.batch import BatchOptions, BatchSummary, run_batch
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
 from apiexec.errors import (
     APIConnectionError,
     APIError,
     APIExecError,
     APIStatusError,
+    APIStreamIncomplete,
     APITimeoutError,
+    BudgetExceeded,
     CapacityError,
     ConfigError,
+    DeadlineExceeded,
     EventFailed,
     ExecutorNotRunning,
     QueueStopped,
     RateLimitError,
+    ServiceRefused,
     StorageError,
 )
-from apiexec.execution.event import Event, Execution, ExecutionStatus
-from apiexec.execution.executor import Executor
-from apiexec.execution.work_queue import Queue, QueueConfig
-from apiexec.http.config import EndpointConfig
-from apiexec.http.credentials import Secret
-from apiexec.http.endpoint import Endpoint
-from apiexec.llm.api_calling import APICalling
+from apiexec.execution import Event, Execution, ExecutionStatus, Executor, Queue, QueueConfig
+from apiexec.http import Endpoint, EndpointConfig, Secret
+from apiexec.llm import APICalling
 from apiexec.rate_limited import RateLimitedExecutor
+
+if TYPE_CHECKING:
+    from apiexec.batch import BatchOptions, BatchSummary, run_batch
+
+#: Names loaded on first use: the batch runner pulls in the journal, SQLite
+#: and progress bars, which ``import apiexec`` should not pay for.
+_LAZY = {"BatchOptions": "apiexec.batch", "BatchSummary": "apiexec.batch", "run_batch": "apiexec.batch"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -43,11 +63,14 @@ __all__ = [
     "APIError",
     "APIExecError",
     "APIStatusError",
+    "APIStreamIncomplete",
     "APITimeoutError",
     "BatchOptions",
     "BatchSummary",
+    "BudgetExceeded",
     "CapacityError",
     "ConfigError",
+    "DeadlineExceeded",
     "Endpoint",
     "EndpointConfig",
     "Event",
@@ -62,6 +85,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitedExecutor",
     "Secret",
+    "ServiceRefused",
     "StorageError",
     "run_batch",
 ]

@@ -10,9 +10,14 @@ EXPECTED = [
     "APIError",
     "APIExecError",
     "APIStatusError",
+    "APIStreamIncomplete",
     "APITimeoutError",
+    "BatchOptions",
+    "BatchSummary",
+    "BudgetExceeded",
     "CapacityError",
     "ConfigError",
+    "DeadlineExceeded",
     "Endpoint",
     "EndpointConfig",
     "Event",
@@ -27,7 +32,9 @@ EXPECTED = [
     "RateLimitError",
     "RateLimitedExecutor",
     "Secret",
+    "ServiceRefused",
     "StorageError",
+    "run_batch",
 ]
 
 
