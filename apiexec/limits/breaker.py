@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -175,10 +176,58 @@ class CircuitBreaker:
             )
 
 
+_registry: dict[str, CircuitBreaker] = {}
+_registry_lock = threading.Lock()
+
+
+def breaker_for(storage: str, label: str | None = None) -> CircuitBreaker:
+    """The process-wide breaker of one storage, shared by every key on it.
+
+    A Redis server or a SQLite file is down for all its keys at once: with
+    limits per model (many backends on one storage), the first backend to
+    find it down spares the others their own timeouts.
+
+    Args:
+        storage: Identifies the storage (URL without password, or the
+            SQLite file's absolute path).
+        label: What errors name (default ``storage``).
+
+    Example:
+        >>> breaker_for("redis://limits:6379/0") is breaker_for("redis://limits:6379/0")
+        True
+    """
+    with _registry_lock:
+        breaker = _registry.get(storage)
+        if breaker is None:
+            breaker = _registry[storage] = CircuitBreaker(storage, label=label)
+        return breaker
+
+
+def _reset_locks_in_child() -> None:
+    """A lock held by another thread at fork() would stay held in the child."""
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for breaker in _registry.values():
+        breaker._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
 def _short(error: StorageError) -> str:
     """The cause part of a storage error's message, on one line."""
     text = str(error).replace("\n", " ")
     return text.rpartition(" failed: ")[2] or text
 
 
-__all__ = ["CLOSED", "DEFAULT_COOLDOWN", "DEFAULT_THRESHOLD", "HALF_OPEN", "MAX_COOLDOWN", "OPEN", "CircuitBreaker"]
+__all__ = [
+    "CLOSED",
+    "DEFAULT_COOLDOWN",
+    "DEFAULT_THRESHOLD",
+    "HALF_OPEN",
+    "MAX_COOLDOWN",
+    "OPEN",
+    "CircuitBreaker",
+    "breaker_for",
+]

@@ -42,7 +42,7 @@ from types import ModuleType
 from typing import Any, Final, TypeVar
 
 from apiexec.errors import CapacityError, ConfigError, StorageError
-from apiexec.limits.breaker import CircuitBreaker
+from apiexec.limits.breaker import CircuitBreaker, breaker_for
 from apiexec.limits.bucket import ServerLimits, learnt_shape
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 from apiexec.limits.storage import redact_url
@@ -263,7 +263,7 @@ class RedisBackend:
         token_burst: Token bucket capacity.
         limits: The limits as one :class:`RateLimits` instead of the loose
             arguments.
-        breaker: The circuit breaker (default: one of this backend's own).
+        breaker: The circuit breaker (default: the server's, shared by its keys).
 
     Raises:
         ConfigError: redis-py is not installed, the URL is malformed, or a
@@ -309,7 +309,8 @@ class RedisBackend:
         self.key = key
         self.redis_key = KEY_PREFIX + key
         self.url = redact_url(url) if url is not None else f"redis client {type(client).__name__}"
-        self.breaker = breaker or CircuitBreaker(self.url, label=f"{self.url} (key {key!r})")
+        # One breaker per server, shared by its keys (a given client: its own).
+        self.breaker = breaker or (breaker_for(self.url) if url is not None else CircuitBreaker(self.url))
         self._password = _password_of(url)
         lim = self.limits
         self._prefix_args: list[str | float] = [

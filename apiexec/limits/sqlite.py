@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from apiexec.errors import ConfigError, StorageError
-from apiexec.limits.breaker import CircuitBreaker
+from apiexec.limits.breaker import CircuitBreaker, breaker_for
 from apiexec.limits.bucket import Clock, ServerLimits, sync_bucket, take_together
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits, resolve_limits
 from apiexec.limits.sqlite_row import COLUMNS, CREATE, SELECT, UPSERT, Row, State, dump_bucket, load_bucket
@@ -108,7 +108,7 @@ class SQLiteBackend:
         token_burst: Token bucket capacity.
         limits: The limits as one :class:`RateLimits` instead of the loose
             arguments.
-        breaker: The circuit breaker (default: one of this backend's own).
+        breaker: The circuit breaker (default: the file's, shared by its keys).
 
     Raises:
         ConfigError: A limit or the busy timeout is invalid.
@@ -154,7 +154,8 @@ class SQLiteBackend:
         self.url = display or f"sqlite:///{self.path}"
         # Resolved once: a later chdir() must not point us at another file.
         self._file = self.path.absolute()
-        self.breaker = breaker or CircuitBreaker(self.url, label=f"{self.url} (key {key!r})")
+        # One breaker per file, shared by its keys: the file fails for all of them at once.
+        self.breaker = breaker or breaker_for(f"sqlite:///{self._file}", label=self.url)
         self._busy_timeout = float(busy_timeout)
         self._clock = clock
         self._lock = threading.Lock()

@@ -46,7 +46,7 @@ def hammer(limiter):
                 outcome = "ok"
             except StorageError as exc:
                 outcome = "error"
-                messages.add(str(exc).split(" failed: ")[0].split(" unavailable")[0])
+                messages.add(str(exc).split(" (key ")[0].split(" unavailable")[0])
             with lock:
                 outcomes[outcome] += 1
                 slowest[0] = max(slowest[0], time.monotonic() - started)
@@ -85,7 +85,7 @@ def test_killed_redis_fails_fast_and_resumes_after_restart(start_redis):
     assert outcomes == {"ok": 0, "error": CALLERS * CALLS_EACH}
     assert wall < 5.0 and slowest < 3.0
     # one clear error, naming the storage without its password
-    assert messages == {f"limit storage redis://:***@127.0.0.1:{server.port}/0 (key 'outage-kill')"}
+    assert messages == {f"limit storage redis://:***@127.0.0.1:{server.port}/0"}
 
     restart_on_same_port(server)
     assert wait_for_recovery(backend) == 0.0
@@ -111,7 +111,7 @@ def test_frozen_redis_costs_one_timeout_not_one_per_call_and_resumes(start_redis
     # One socket timeout (1 s) and redis-py's one retry, then the open breaker
     # answers every call at once: ~30 s per call before.
     assert wall < 6.0 and slowest < 5.0
-    assert messages == {f"limit storage redis://127.0.0.1:{server.port}/0 (key 'outage-stop')"}
+    assert messages == {f"limit storage redis://127.0.0.1:{server.port}/0"}
 
     assert wait_for_recovery(backend) == 0.0
     assert hammer(limiter)[0]["error"] == 0

@@ -170,3 +170,14 @@ def test_repr_shows_the_backend_and_the_queue():
         "RateLimiter(MemoryBackend(RateLimits(requests=5, tokens=None, interval=60.0, burst=None, "
         "token_burst=None)), waiting=0)"
     )
+
+
+def test_a_deadline_ends_the_wait_exactly_on_time():
+    clock = FakeClock(auto_advance=True)
+    limiter = limiter_on(clock, max_wait=30.0, requests=1, interval=3600.0)
+    limiter.acquire()
+    assert limiter.acquire(deadline=5.0) is False  # capacity due in an hour; gave up at 5 s
+    assert clock.now() == pytest.approx(5.0)
+    assert limiter.waiting == 0
+    clock.advance(3600)
+    assert limiter.acquire(deadline=clock.now()) is True  # due now: granted, deadline or not

@@ -125,3 +125,20 @@ def test_sqlite_relative_path_is_fixed_at_start_despite_a_later_chdir(tmp_path, 
     assert backend.acquire(1, 0) == 0.0  # still the file in a/, not "removed"
     assert backend.levels()[0] == pytest.approx(1)
     assert not (tmp_path / "b" / "limits.db").exists()
+
+
+def test_keys_on_one_file_share_its_breaker(tmp_path):
+    path = tmp_path / "l.db"
+    first = SQLiteBackend(path, key="gpt", limits=RateLimits(requests=5))
+    second = SQLiteBackend(str(path), key="claude", limits=RateLimits(requests=5))
+    assert first.breaker is second.breaker
+    path.chmod(0o444)
+    try:
+        with pytest.raises(StorageError, match="the file was made read-only"):
+            first.acquire(1, 0)
+        with pytest.raises(StorageError, match="unavailable after 1 failure"):
+            second.acquire(1, 0)  # told at once, without its own try
+    finally:
+        path.chmod(0o644)
+    other = SQLiteBackend(tmp_path / "other.db", key="gpt", limits=RateLimits(requests=5))
+    assert other.breaker is not first.breaker and other.acquire(1, 0) == 0.0
