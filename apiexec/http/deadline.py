@@ -174,11 +174,13 @@ class Watchdog:
             self._compact()
             alarm.generation += 1
             alarm.reason = reason
-            heapq.heappush(self._heap, (when, next(self._seq), alarm.generation, alarm))
+            entry = (when, next(self._seq), alarm.generation, alarm)
+            heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="apiexec-watchdog", daemon=True)
                 self._thread.start()
-            self._due.notify()
+            if self._heap[0] is entry:  # due before everything else: the thread must wait less
+                self._due.notify()
 
     def _compact(self) -> None:
         """Drop dead entries once they are most of the heap (lock held).
