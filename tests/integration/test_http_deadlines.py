@@ -237,3 +237,18 @@ def test_body_within_the_cap_is_read_whole():
     with ScriptedServer(lambda conn, req: conn.sendall(answer)) as srv:
         with endpoint(srv, max_body_bytes=1024 * 1024) as ep:
             assert len(ep.call(BODY)["data"]) == 200_000
+
+
+def test_an_executor_call_with_a_timeout_ends_and_the_executor_exits_promptly():
+    """The issue's script: a slow-loris server must not keep ``with executor:`` from exiting."""
+    from apiexec import Event, Executor
+
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    with ScriptedServer(lambda conn, req: trickle(conn, head)) as srv, endpoint(srv, timeout=30.0) as ep:
+        start = time.monotonic()
+        with Executor() as executor:
+            future = executor.submit(Event(ep.call, {"request": BODY}, timeout=1.0))
+            with pytest.raises(DeadlineExceeded) as info:
+                future.result(timeout=10)
+        assert time.monotonic() - start < 4.0
+    assert info.value.timeout == 1.0
