@@ -200,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"apiexec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.verbose)
+    # Before a run takes over the signals (and after it), SIGTERM and SIGHUP stop
+    # the command like Ctrl-C does, never with a traceback.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         if args.command == "mock-server":
             return mock_command.run(args)
@@ -207,6 +210,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (APIExecError, OSError) as exc:
         print(f"apiexec: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("apiexec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -219,6 +232,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("input", f"no such file: {args.input}")
     if args.input != "-" and Path(args.input).is_dir():
         raise ConfigError("input", f"is a directory: {args.input}")
+    if str(args.output) == "-":
+        raise ConfigError("output", "must be a file (it is a journal that a later run resumes from), not '-'")
     with _target(args) as (config, mock_rpm):
         options = BatchOptions(
             input=args.input,

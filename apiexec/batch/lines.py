@@ -29,6 +29,7 @@ import gzip
 import hashlib
 import json
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,10 +180,13 @@ def read_batch(source: Path | str, *, base_url: str, default_endpoint: str) -> I
             :class:`gzip.BadGzipFile` is an ``OSError``).
     """
     with open_input(source) as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            parsed = parse_line(line_no, raw, base_url=base_url, default_endpoint=default_endpoint)
-            if parsed is not None:
-                yield parsed
+        try:
+            for line_no, raw in enumerate(handle, start=1):
+                parsed = parse_line(line_no, raw, base_url=base_url, default_endpoint=default_endpoint)
+                if parsed is not None:
+                    yield parsed
+        except (EOFError, zlib.error) as exc:  # a truncated or corrupt .gz
+            raise OSError(f"{source}: cannot read the input: {exc}") from exc
 
 
 def count_lines(source: Path | str) -> int | None:

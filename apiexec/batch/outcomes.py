@@ -25,6 +25,7 @@ from apiexec.batch.breaker import refusal_reason
 from apiexec.batch.rows import Outcome, error_json
 from apiexec.errors import (
     APIConnectionError,
+    APIError,
     APIStatusError,
     APIStreamIncomplete,
     APITimeoutError,
@@ -97,6 +98,8 @@ def _no_answer(error: BaseException, call: Any) -> Outcome:
         return Outcome(code="connection_error", message=str(error))
     if isinstance(error, CapacityError):
         return Outcome(code="exceeds_token_limit", message=str(error))
+    if isinstance(error, APIError):  # an answer that is not JSON, a TLS failure...
+        return Outcome(code="api_error", message=str(error))
     return Outcome(code=type(error).__name__, message=str(error) or type(error).__name__)
 
 

@@ -111,7 +111,10 @@ class Progress:
         period = BAR_REFRESH if self._bar is not None else self._interval
         # A timed wait on the stop event: it is the report's period, and close() ends it at once.
         while not self._stop.wait(period):
-            self._report()
+            try:
+                self._report()
+            except (OSError, ValueError):  # stderr closed (a pipe to `head`): stop reporting, not the run
+                return
 
     def _report(self) -> None:
         state = self._state()

@@ -122,6 +122,8 @@ class BatchOptions:
         for name in ("requests_per_minute", "tokens_per_minute"):
             if getattr(self, name) is not None:
                 check_positive_number(name, getattr(self, name))
+        if str(self.output) == STDIN:
+            raise ConfigError("output", "must be a file (it is a journal that a later run resumes from), not '-'")
         object.__setattr__(self, "output", Path(self.output))
         if self.errors_output is not None:
             object.__setattr__(self, "errors_output", Path(self.errors_output))

@@ -287,19 +287,32 @@ def test_an_output_apiexec_did_not_write_is_refused_unless_forced(tmp_path):
     assert (tmp_path / "other-input.jsonl.set-aside.jsonl").read_bytes() == before
 
 
-def test_usage_errors_are_one_line_exit_1(tmp_path):
-    for args, fragment in [
-        (("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "100000000"), "--concurrency: must be at most 1024"),
-        (("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "0"), "--concurrency: must be >= 1"),
-        (("run", "x.jsonl"), "-o/--output"),
-        (("run", "x.jsonl", "-o", "o.jsonl", "--bogus"), "unrecognized arguments: --bogus"),
-        (("run", "x.jsonl", "-o", "o.jsonl", "--header", "no colon"), "--header"),
-        (("run", str(tmp_path / "nope.jsonl"), "-o", "o.jsonl"), "no such file"),
-    ]:
-        proc = run_cli(*args)
-        assert proc.returncode == 1, (args, proc.stderr)
-        assert len(proc.stderr.strip().splitlines()) == 1 and fragment in proc.stderr, proc.stderr
-        assert "usage:" not in proc.stderr
+@pytest.mark.parametrize("args, fragment", [
+    (("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "100000000"), "--concurrency: must be at most 1024"),
+    (("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "0"), "--concurrency: must be >= 1"),
+    (("run", "x.jsonl", "-o", "o.jsonl", "--requests-per-minute", "nan"), "--requests-per-minute: must be a finite"),
+    (("run", "x.jsonl"), "-o/--output"),
+    (("run", "x.jsonl", "-o", "o.jsonl", "--bogus"), "unrecognized arguments: --bogus"),
+    (("run", "x.jsonl", "-o", "o.jsonl", "--header", "no colon"), "--header"),
+    (("run", "nope.jsonl", "-o", "o.jsonl"), "input: no such file"),
+    (("launch",), "invalid choice: 'launch'"),
+    (("run", "in.jsonl", "-o", "-"), "output: must be a file"),
+])
+def test_usage_errors_are_one_line_exit_1(tmp_path, monkeypatch, capsys, args, fragment):
+    from apiexec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_input(tmp_path / "in.jsonl", 1)
+    assert main(list(args)) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and fragment in err and err.startswith("apiexec: error: "), err
+    assert "usage:" not in err
+
+
+def test_a_usage_error_from_the_real_command_is_one_line():
+    proc = run_cli("run", "x.jsonl", "-o", "o.jsonl", "--concurrency", "100000000")
+    assert proc.returncode == 1
+    assert proc.stderr == "apiexec: error: argument --concurrency: must be at most 1024, got 100000000\n"
 
 
 def test_version_and_help_show_defaults():

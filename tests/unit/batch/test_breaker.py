@@ -100,3 +100,10 @@ def test_a_deadline_passed_before_sending_is_expired():
     expired = classify(Call(), future_of(error=DeadlineExceeded("queued", 5.0)))
     assert expired.outcome.expired and expired.outcome.code == "deadline_exceeded"
     assert not classify(Call(), future_of(error=DeadlineExceeded("response", 5.0))).outcome.expired
+
+
+def test_an_answer_that_is_not_json_is_an_api_error_row():
+    from apiexec.errors import APIError
+
+    result = classify(Call(), future_of(error=APIError("http://h/v1/chat/completions answered 200 with a body that is not JSON")))
+    assert result.outcome.code == "api_error" and not result.connection_failure and result.trip is None

@@ -96,3 +96,11 @@ def test_stdin_is_read_as_bytes(monkeypatch):
     lines = list(read_batch("-", base_url=BASE, default_endpoint="e"))
     assert [(line.custom_id, line.error is None) for line in lines] == [("s", True), ("2", False)]
     assert count_lines("-") is None
+
+
+def test_a_truncated_gzip_is_an_oserror_naming_the_input(tmp_path):
+    path = tmp_path / "in.jsonl.gz"
+    data = gzip.compress(b"".join(b'{"custom_id": "c%d", "body": {}}\n' % i for i in range(1000)))
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(OSError, match="in.jsonl.gz: cannot read the input"):
+        list(read_batch(path, base_url=BASE, default_endpoint="e"))
