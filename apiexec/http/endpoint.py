@@ -46,7 +46,7 @@ from apiexec.http.deadline import CURRENT_ALARM, WATCHDOG, Alarm, CallDeadline
 from apiexec.http.error_map import BODY_ERRORS, ErrorMapper, is_error_body
 from apiexec.http.event_stream import EventStream
 from apiexec.http.rate_limit_headers import tag_dialect
-from apiexec.http.retry import retry_policy
+from apiexec.http.retry import log_retry, retry_policy
 from apiexec.http.session import create_session
 
 logger = logging.getLogger(__name__)
@@ -176,12 +176,18 @@ class Endpoint:
     def _policy(self, deadline: CallDeadline) -> Any:
         """This call's copy of the retry policy; no backoff outlasts its deadline."""
 
+        failed: list[BaseException | None] = [None]
+
+        def before_sleep(state: Any) -> None:
+            log_retry(state)
+            failed[0] = state.outcome.exception() if state.outcome is not None else None
+
         def sleep(seconds: float) -> None:
             if seconds >= deadline.left():
-                raise deadline.error("retry")
+                raise deadline.error("retry") from failed[0]  # with the failure it would have retried
             self._sleep(seconds)
 
-        return self._retrying.copy(sleep=sleep)
+        return self._retrying.copy(sleep=sleep, before_sleep=before_sleep)
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

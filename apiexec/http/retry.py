@@ -72,7 +72,8 @@ class wait_server_or_backoff(tenacity.wait.wait_base):
         return float(self._backoff(retry_state))
 
 
-def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+def log_retry(retry_state: tenacity.RetryCallState) -> None:
+    """Log a failed attempt and the wait before the next (tenacity's ``before_sleep``)."""
     outcome = retry_state.outcome
     exc = outcome.exception() if outcome is not None else None
     wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
@@ -101,6 +102,6 @@ def retry_policy(
         wait=wait_server_or_backoff(backoff_base, backoff_max, retry_after_cap),
         retry=tenacity.retry_if_exception(is_retryable),
         sleep=sleep,
-        before_sleep=_log_retry,
+        before_sleep=log_retry,
         reraise=True,
     )

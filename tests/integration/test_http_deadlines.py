@@ -252,3 +252,12 @@ def test_an_executor_call_with_a_timeout_ends_and_the_executor_exits_promptly():
                 future.result(timeout=10)
         assert time.monotonic() - start < 4.0
     assert info.value.timeout == 1.0
+
+
+def test_a_retry_refused_by_the_deadline_keeps_the_failure_it_would_have_retried():
+    answer = http_response(503, b'{"error": {"message": "busy"}}', {"Retry-After": "5", "Connection": "close"})
+    with ScriptedServer(lambda conn, req: conn.sendall(answer)) as srv:
+        with endpoint(srv, total_timeout=1.0, max_retries=3, retry_after_cap=10.0) as ep:
+            with pytest.raises(DeadlineExceeded) as info:
+                ep.call(BODY)
+    assert "busy" in str(info.value.__cause__)
