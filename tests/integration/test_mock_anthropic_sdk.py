@@ -151,3 +151,16 @@ def test_error_bodies_carry_request_id(server: MockServer, client: anthropic.Ant
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.messages.batches.retrieve("msgbatch_nope")
     assert json.loads(missing.value.response.text)["error"]["type"] == "not_found_error"
+
+
+def test_raw_tool_use_stream_events_validate(client: anthropic.Anthropic) -> None:
+    raw = client.messages.with_raw_response.create(model="c", max_tokens=200, messages=USER, tools=[WEATHER],
+                                                   tool_choice={"type": "any"}, stream=True)
+    lines = list(raw.http_response.iter_lines())
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    datas = [line[6:] for line in lines if line.startswith("data: ")]
+    assert names[:2] == ["message_start", "ping"] and names[-1] == "message_stop"
+    events = [TypeAdapter(RawMessageStreamEvent).validate_json(d) for n, d in zip(names, datas) if n != "ping"]
+    partial = "".join(e.delta.partial_json for e in events  # type: ignore[union-attr]
+                      if e.type == "content_block_delta" and e.delta.type == "input_json_delta")
+    jsonschema.validate(json.loads(partial), SCHEMA)

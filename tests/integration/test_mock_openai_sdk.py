@@ -322,3 +322,28 @@ def test_errors_map_to_the_sdk_exceptions(server: MockServer, client: openai.Ope
     assert bad_request.value.param == "messages" and bad_request.value.request_id
     with pytest.raises(openai.NotFoundError):
         client.get("/nowhere", cast_to=object)
+
+
+def test_responses_stream_of_a_tool_call_and_of_a_cut_reply(client: openai.OpenAI) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}
+    with client.responses.stream(model="m", input="weather?", tools=[tool], tool_choice="required") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    jsonschema.validate(json.loads(final.output[0].arguments), WEATHER_SCHEMA)  # type: ignore[union-attr]
+    raw = client.responses.with_raw_response.create(model="m", input="hello", max_output_tokens=2, stream=True)
+    lines = [line[6:] for line in raw.http_response.iter_lines() if line.startswith("data: ")]
+    last = TypeAdapter(ResponseStreamEvent).validate_json(lines[-1])
+    assert last.type == "response.incomplete" and last.response.status == "incomplete"
+
+
+def test_chat_stream_chunks_with_n_tools_logprobs_and_usage_all_validate(client: openai.OpenAI) -> None:
+    chunks = _chunks(client, n=2, logprobs=True, top_logprobs=1, tools=[WEATHER_TOOL],
+                     stream_options={"include_usage": True})
+    calls = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert {c.choices[0].index for c in calls} == {0, 1}
+    arguments = "".join(c.choices[0].delta.tool_calls[0].function.arguments or ""  # type: ignore[index, union-attr]
+                        for c in calls if c.choices[0].index == 0)
+    jsonschema.validate(json.loads(arguments), WEATHER_SCHEMA)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls", "tool_calls"]
