@@ -337,3 +337,21 @@ def test_headers_reach_the_server_and_progress_lines_print_without_a_terminal(tm
     progress = [line for line in proc.stderr.splitlines() if " sent, " in line]
     assert progress and "/20 sent" in progress[-1] and "tokens" in progress[-1]
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_the_limit_storage_going_down_stops_the_run(tmp_path, start_redis):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 300)
+    redis = start_redis()
+    with LoopbackAPI(delay=0.02) as api:
+        proc = start_cli(*base_args(api, inp, out, "--concurrency", "4", "--limit-storage", redis.url,
+                                    "--requests-per-minute", "100000", "--limit-key", "storage-down"))
+        assert api.wait_for_requests(20)
+        redis.stop()
+        at_stop = len(api.requests)
+        _, err = proc.communicate(timeout=30)
+        sent = len(api.requests)
+    assert proc.returncode == 3, err
+    assert "stopped early: the limit storage failed" in err
+    assert sent <= at_stop + 4 + 2 and sent < 300
+    assert len(rows_of(out)) <= sent

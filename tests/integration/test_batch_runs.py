@@ -144,3 +144,40 @@ def test_a_tiny_disk_filling_up_stops_the_run_and_the_rest_is_sent_later(tmp_pat
     assert again.returncode == 0, again.stderr
     assert sorted(r["custom_id"] for r in rows_of(roomy)) == sorted(f"q{i}" for i in range(200))
     assert total <= 200 + (sent - len(rows))  # only the answers that could not be written are paid twice
+
+
+def test_failures_kept_in_the_errors_file_are_dropped_once_they_succeed(tmp_path):
+    inp, out, errs = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    write_input(inp, 6)
+    failing = {"on": True}
+
+    def respond(path, body):
+        if failing["on"] and body["messages"][0]["content"].endswith(("2", "5")):
+            return 400, {"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}}
+        return chat_answer(body, path)
+
+    with LoopbackAPI(respond) as api:
+        first = run_batch(options(api.url, inp, out, errors_output=errs))
+        assert first.exit_code == 2 and sorted(r["custom_id"] for r in rows_of(errs)) == ["q2", "q5"]
+        failing["on"] = False
+        second = run_batch(options(api.url, inp, out, errors_output=errs))
+        total = len(api.requests)
+    assert second.exit_code == 0 and second.skipped == 4 and second.succeeded == 2
+    assert total == 8
+    assert sorted(r["custom_id"] for r in rows_of(out)) == [f"q{i}" for i in range(6)]
+    assert rows_of(errs) == []
+
+
+def test_bare_bodies_of_another_input_are_not_taken_for_done(tmp_path):
+    first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "out.jsonl"
+    body = {"model": "m", "messages": [{"role": "user", "content": ""}]}
+    first.write_text("".join(json.dumps({**body, "messages": [{"role": "user", "content": f"a{i}"}]}) + "\n"
+                             for i in range(3)))
+    second.write_text("".join(json.dumps({**body, "messages": [{"role": "user", "content": f"b{i}"}]}) + "\n"
+                              for i in range(3)))
+    with LoopbackAPI() as api:
+        run_batch(options(api.url, first, out))
+        summary = run_batch(options(api.url, second, out))
+    assert summary.skipped == 0 and summary.succeeded == 3 and summary.changed == 3 and summary.set_aside == 3
+    answers = sorted(r["response"]["body"]["choices"][0]["message"]["content"] for r in rows_of(out))
+    assert answers == ["echo: b0", "echo: b1", "echo: b2"]
