@@ -7,6 +7,8 @@ every status is exact and nothing sleeps.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -250,3 +252,21 @@ def test_anthropic_batch_checks_requests_and_lists(ant: anthropic.Anthropic) -> 
     assert [b.id for b in page.data] == ids[::-1][:2] and page.has_more
     assert page.first_id == ids[2] and page.last_id == ids[1]
     assert [b.id for b in ant.messages.batches.list(limit=2)] == ids[::-1]  # the SDK follows after_id
+
+
+def test_openai_batch_on_the_real_clock() -> None:
+    server = MockServer(MockServerConfig(batch_time_scale=0.02)).start()
+    try:
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+            batch = client.batches.create(input_file_id=upload(client, [chat_line("a"), chat_line("b")]).id,
+                                          endpoint="/v1/chat/completions", completion_window="24h")
+            statuses = {batch.status}
+            deadline = time.monotonic() + 10
+            while batch.status != "completed":
+                assert time.monotonic() < deadline, f"batch stuck in {batch.status}"
+                threading.Event().wait(0.01)  # poll as a client would
+                batch = client.batches.retrieve(batch.id)
+                statuses.add(batch.status)
+        assert "validating" in statuses and batch.request_counts.completed == 2  # type: ignore[union-attr]
+    finally:
+        server.stop()

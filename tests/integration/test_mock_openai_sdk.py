@@ -347,3 +347,29 @@ def test_chat_stream_chunks_with_n_tools_logprobs_and_usage_all_validate(client:
     jsonschema.validate(json.loads(arguments), WEATHER_SCHEMA)
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
         "tool_calls", "tool_calls"]
+
+
+def test_per_key_limits_and_seeded_faults_through_the_sdk() -> None:
+    config = MockServerConfig(api_key="key-a", api_keys=("key-b",), limits_per_key=True, requests_per_minute=60,
+                              request_burst=1)
+    with MockServer(config) as server, \
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="key-a", max_retries=0) as a, \
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="key-b", max_retries=0) as b:
+        a.chat.completions.create(model="m", messages=USER)
+        with pytest.raises(openai.RateLimitError) as limited:
+            a.chat.completions.create(model="m", messages=USER)
+        assert limited.value.body["type"] == "requests"  # type: ignore[index]
+        b.chat.completions.create(model="m", messages=USER)  # its own bucket
+    outcomes = []
+    for _ in range(2):
+        with MockServer(MockServerConfig(fail_rate=0.5, seed=3)) as server, \
+                openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as sdk:
+            run = []
+            for _ in range(8):
+                try:
+                    sdk.chat.completions.create(model="m", messages=USER)
+                    run.append(200)
+                except openai.InternalServerError as exc:
+                    run.append(exc.status_code)
+            outcomes.append(run)
+    assert outcomes[0] == outcomes[1] and set(outcomes[0]) - {200}  # reproducible, and some failed
