@@ -130,6 +130,7 @@ class ErrorMapper:
         The alarm (or the clock) is asked first: a read ended by the
         watchdog shows up as a reset or a short read, but it was the deadline.
         """
+        self.scrub(exc)
         fired = alarm.fired if alarm is not None else None
         if fired == "idle":
             return APITimeoutError(
@@ -157,6 +158,30 @@ class ErrorMapper:
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             return APIConnectionError(f"{url}: the connection broke ({name})", url=url)
         return APIError(f"{url}: request failed ({name})", url=url)
+
+    def scrub(self, exc: BaseException) -> None:
+        """Redact the messages of ``exc`` and of every exception chained to it.
+
+        The mapped error is raised ``from`` the transport's exception, and a
+        printed traceback shows that whole chain, whose messages quote the
+        URL (``Max retries exceeded with url: /v1/x?key=...``).
+        """
+        seen: set[int] = set()
+        todo: list[BaseException | None] = [exc]
+        while todo:
+            current = todo.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            try:
+                # Strings only: chained exceptions are scrubbed in turn and keep their type.
+                current.args = tuple(self.redact(arg) if isinstance(arg, str) else arg for arg in current.args)
+            except (AttributeError, TypeError):  # an exception that refuses new args keeps them
+                pass
+            todo += [current.__cause__, current.__context__]
+            todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+            reason = getattr(current, "reason", None)  # urllib3's MaxRetryError
+            todo.append(reason if isinstance(reason, BaseException) else None)
 
     # -- statuses and bodies ------------------------------------------------
 

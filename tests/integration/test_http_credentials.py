@@ -129,3 +129,22 @@ def test_a_rejected_base_url_never_echoes_its_query():
     with pytest.raises(ConfigError) as info:
         EndpointConfig(provider="t", endpoint="chat", base_url=f"https://host/v1?key={QUERY}")
     assert QUERY not in str(info.value)
+
+
+def test_a_transport_failure_traceback_never_shows_a_query_key():
+    """requests' and urllib3's messages quote the URL; the whole chain printed must not show the key."""
+    import socket
+    import traceback
+
+    from apiexec import APIConnectionError
+
+    with socket.socket() as probe:  # a port that refuses connections
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = EndpointConfig(provider="t", endpoint=f"chat?key={QUERY}", base_url=f"http://127.0.0.1:{port}/v1",
+                            max_retries=0)
+    with Endpoint(config) as ep, pytest.raises(APIConnectionError) as info:
+        ep.call({"a": 1})
+    printed = "".join(traceback.format_exception(info.value))
+    assert "Max retries exceeded" in printed or "refused" in printed.lower()  # the chain is there
+    assert QUERY not in printed
