@@ -214,6 +214,8 @@ class EndpointConfig:
         for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
             if name.lower() in CREDENTIAL_QUERY_PARAMS:
                 check_sendable("endpoint", value, secret=True, what=f"query parameter {name!r}")
+                # A new value replaces one carried over (with_changes(endpoint=...?key=new)).
+                secrets = [(n, v) for n, v in secrets if n.lower() != name.lower()]
                 secrets.append((name, Secret(value)))
             else:
                 kept.append((name, value))

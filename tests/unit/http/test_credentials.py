@@ -37,6 +37,8 @@ def test_query_keys_are_secrets_kept_out_of_the_url_shown():
     assert cache_key("POST", cfg.full_url, {}) == cache_key("POST", config(endpoint="models/m:generateContent?alt=sse").full_url, {})
     again = cfg.with_changes(timeout=5)  # the secret survives a copy
     assert again.request_url() == cfg.request_url()
+    rekeyed = cfg.with_changes(endpoint="models/m:generateContent?key=NEWKEY")
+    assert rekeyed.query_secrets == (("key", Secret("NEWKEY")),)
 
 
 def test_api_key_header_for_azure():
