@@ -74,6 +74,12 @@ class CircuitBreaker:
 
     Raises:
         ConfigError: ``threshold`` or ``cooldown`` is invalid.
+
+    Example:
+        >>> breaker = CircuitBreaker("sqlite:///limits.db")
+        >>> breaker.before_call(); breaker.record_success()
+        >>> breaker.state
+        'closed'
     """
 
     def __init__(

@@ -88,6 +88,13 @@ class TokenBucket:
         stamp: Clock time ``level`` was computed at.
         ceiling: Largest single take (the limit; at least ``capacity``):
             anything larger can never be granted.
+
+    Example:
+        >>> bucket = TokenBucket.full(limit=12_000, interval=60.0, now=0.0, capacity=180)
+        >>> bucket.take(180); bucket.wait_for(1)
+        0.005
+        >>> bucket.wait_for(5000)  # more than the capacity: waits for a full bucket
+        0.9
     """
 
     capacity: float

@@ -52,6 +52,15 @@ class RateLimiter:
 
     Raises:
         ConfigError: ``max_wait`` is not a finite number > 0.
+
+    Example:
+        >>> from apiexec.limits.bucket import MemoryBackend
+        >>> from apiexec.limits.rate_limits import RateLimits
+        >>> limiter = RateLimiter(MemoryBackend(limits=RateLimits(requests=1, interval=3600.0)))
+        >>> limiter.acquire(), limiter.try_acquire()
+        (True, False)
+        >>> limiter.acquire(deadline=limiter.waiter.now() + 0.01)  # due in an hour: gives up
+        False
     """
 
     def __init__(
