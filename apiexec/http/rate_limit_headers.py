@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final, TypeAlias
 
+from requests.structures import CaseInsensitiveDict
+
 from apiexec.http.header_values import (
     _finite_seconds,
     _lowered,
@@ -319,8 +321,8 @@ def detect_dialect(headers: Mapping[str, str]) -> str:
     return "openai"
 
 
-class _TaggedHeaders(dict[str, str]):
-    """Lower-cased headers that know their dialect."""
+class _TaggedHeaders(CaseInsensitiveDict[str]):
+    """Headers (any case, as requests' own) that know their dialect."""
 
     rate_limit_dialect: str | None = None
 
@@ -337,7 +339,7 @@ def tag_dialect(headers: Mapping[str, Any], dialect: str | None) -> Mapping[str,
         >>> parse_rate_limit_headers(tagged).limit_requests_day
         14400
     """
-    tagged = _TaggedHeaders(_lowered(headers))
+    tagged = _TaggedHeaders(headers)
     tagged.rate_limit_dialect = None if dialect in (None, "auto") else dialect
     return tagged
 

@@ -115,3 +115,9 @@ def test_tagged_headers_carry_their_dialect_to_any_parser():
 def test_retry_after_is_read_in_every_dialect():
     for name, parser in PARSERS.items():
         assert parser({"retry-after-ms": "1500", "retry-after": "9"}, NOW).retry_after == 1.5, name
+
+
+def test_tagged_headers_stay_case_insensitive_for_other_observers():
+    tagged = tag_dialect({"X-Request-Id": "req_1", "Retry-After": "2"}, "openai")
+    assert tagged["x-request-id"] == tagged["X-REQUEST-ID"] == "req_1"
+    assert "retry-after" in tagged
