@@ -143,8 +143,15 @@ class TokenBucket:
         self.level -= amount
 
     def give(self, amount: float) -> None:
-        """Return (positive) or charge (negative) units, capped at capacity."""
-        self.level = min(self.capacity, self.level + amount)
+        """Return (positive) or charge (negative) units.
+
+        The level stays within ``[-ceiling, capacity]``: a charge for more
+        than one whole limit (a server reporting absurd usage) cannot freeze
+        the bucket for longer than one interval. Non-finite amounts are
+        ignored.
+        """
+        if math.isfinite(amount):
+            self.level = max(-self.ceiling, min(self.capacity, self.level + amount))
 
 
 class LimitBackend(Protocol):

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import urllib.parse
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -172,7 +173,7 @@ _ADJUST: Final = """
 local b = buckets[2]
 if b then
   refill(b)
-  b.level = math.min(b.cap, b.level + tonumber(ARGV[7]))
+  b.level = math.max(-b.ceiling, math.min(b.cap, b.level + tonumber(ARGV[7])))  -- see TokenBucket.give
   save()
 end
 return 0
@@ -375,7 +376,7 @@ class RedisBackend:
 
     def adjust(self, tokens: float) -> None:
         """Give back (positive) or charge (negative) tokens on the shared level."""
-        if tokens:
+        if tokens and math.isfinite(tokens):
             self._script(self._adjust, tokens)
 
     def pause(self, seconds: float) -> None:

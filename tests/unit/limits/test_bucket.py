@@ -66,9 +66,9 @@ def test_adjust_refunds_and_charges_tokens():
     backend.acquire(1, 1000)
     backend.adjust(985)  # reserved 1000, used 15
     assert backend.levels()[1] == pytest.approx(985)
-    backend.adjust(-2000)  # an overrun goes negative and delays later calls
-    assert backend.levels()[1] == pytest.approx(-1015)
-    assert backend.acquire(1, 1) == pytest.approx(1016 / (1000 / 60))
+    backend.adjust(-1500)  # an overrun goes negative and delays later calls
+    assert backend.levels()[1] == pytest.approx(-515)
+    assert backend.acquire(1, 1) == pytest.approx(516 / (1000 / 60))
 
 
 def test_pause_blocks_everything_until_due():

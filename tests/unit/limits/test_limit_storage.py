@@ -177,9 +177,9 @@ def test_sqlite_adjust_refunds_and_charges_tokens(tmp_path):
     backend.acquire(1, 1000)
     backend.adjust(985)
     assert backend.levels()[1] == pytest.approx(985)
-    backend.adjust(-2000)  # an overrun goes negative and delays later calls
-    assert backend.levels()[1] == pytest.approx(-1015)
-    assert backend.acquire(1, 1) == pytest.approx(1016 / (1000 / 60))
+    backend.adjust(-1500)  # an overrun goes negative and delays later calls
+    assert backend.levels()[1] == pytest.approx(-515)
+    assert backend.acquire(1, 1) == pytest.approx(516 / (1000 / 60))
     backend.adjust(0)  # nothing to do
 
 
@@ -356,9 +356,9 @@ def test_redis_adjust_pause_and_no_limits(redis_server, request):
     backend.acquire(1, 1000)
     backend.adjust(985)
     assert backend.levels()[1] == pytest.approx(985, abs=1)
-    backend.adjust(-2000)
-    assert backend.levels()[1] == pytest.approx(-1015, abs=1)
-    assert backend.acquire(1, 1) == pytest.approx(1016 / (1000 / 60), abs=0.1)
+    backend.adjust(-1500)
+    assert backend.levels()[1] == pytest.approx(-515, abs=1)
+    assert backend.acquire(1, 1) == pytest.approx(516 / (1000 / 60), abs=0.1)
     unlimited = redis_backend(redis_server, key + "-free", None, None, 60.0)
     assert all(unlimited.acquire(1, 10**9) == 0.0 for _ in range(20))
     unlimited.adjust(5)  # no token bucket: a no-op

@@ -79,6 +79,16 @@ def test_a_call_bigger_than_the_burst_leaves_debt_and_one_bigger_than_the_limit_
         backend.acquire(1, 60_001)
 
 
+def test_absurd_usage_charges_at_most_one_interval_of_debt(make):
+    backend = make(RateLimits.per_minute(tokens=60_000))
+    backend.adjust(-1e18)  # a hostile server's usage figure
+    assert backend.levels()[1] == pytest.approx(-60_000, abs=5)
+    assert backend.acquire(1, 1) == pytest.approx(60.0 + 1 / 1000, abs=0.05)  # one interval, not 30 million years
+    for nonsense in (float("nan"), float("inf"), float("-inf")):
+        backend.adjust(nonsense)  # ignored
+    assert backend.levels()[1] == pytest.approx(-60_000, abs=5)
+
+
 def test_repr_names_the_limits(make):
     assert "RateLimits(requests=12000" in repr(make(PACED))
 
