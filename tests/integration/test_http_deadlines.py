@@ -261,3 +261,20 @@ def test_a_retry_refused_by_the_deadline_keeps_the_failure_it_would_have_retried
             with pytest.raises(DeadlineExceeded) as info:
                 ep.call(BODY)
     assert "busy" in str(info.value.__cause__)
+
+
+def test_the_deadline_holds_through_an_http_proxy(monkeypatch):
+    """A slow-loris proxy: the request goes to it (absolute URL), and it trickles the answer."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    with ScriptedServer(lambda conn, req: trickle(conn, head)) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        config = EndpointConfig(provider="t", endpoint="chat", base_url="http://api.example.invalid/v1",
+                                timeout=5.0, total_timeout=1.0, max_retries=0)
+        with Endpoint(config) as ep:
+            start = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                ep.call(BODY)
+            assert time.monotonic() - start < 3.0
+    assert proxy.requests[0]["path"] == "http://api.example.invalid/v1/chat"
