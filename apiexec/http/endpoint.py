@@ -335,9 +335,9 @@ class Endpoint:
             raise
         finally:
             CURRENT_ALARM.reset(token)
-        self._note(response)
         events = EventStream(response, self.config, self._errors, deadline, alarm)
         try:
+            self._note(response)
             if not response.ok:
                 text = _bounded_text(response, self.config.max_body_bytes)
                 raise self._errors.status_error(response.status_code, response.reason, response.headers, text)
