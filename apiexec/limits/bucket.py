@@ -183,6 +183,26 @@ class LimitBackend(Protocol):
         """Bring the buckets into line with what a server reported."""
 
 
+def clean_view(view: ServerView) -> ServerView:
+    """A server's ``(limit, remaining, reset)`` with nonsense dropped.
+
+    A negative or non-finite remaining (Azure sends ``-1`` for "not
+    reported") or a non-positive limit says nothing; a negative reset is 0.
+
+    Example:
+        >>> clean_view((600, -1, 2.0)), clean_view((float("nan"), 5, -3))
+        ((600, None, 2.0), (None, 5, 0.0))
+    """
+    limit, remaining, reset = view
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        limit = None
+    if remaining is not None and not (math.isfinite(remaining) and remaining >= 0):
+        remaining = None
+    if reset is not None and not (math.isfinite(reset) and reset >= 0):
+        reset = 0.0 if reset == reset and reset < 0 else None
+    return limit, remaining, reset
+
+
 def learnt_shape(
     view: ServerView, limits: RateLimits | None = None, *, tokens: bool = False
 ) -> tuple[float, float] | None:
@@ -193,8 +213,8 @@ def learnt_shape(
     at most the limit), capped by the same burst rule as configured limits
     (``limits.burst``/``token_burst``, else one second's worth).
     """
-    limit, remaining, reset = view
-    if remaining is None or limit is None or not limit > 0:
+    limit, remaining, reset = clean_view(view)
+    if remaining is None or limit is None:
         return None
     rate = limit / SERVER_LIMIT_WINDOW
     server_capacity = min(float(limit), max(1.0, remaining + (reset or 0.0) * rate))
@@ -219,6 +239,7 @@ def sync_bucket(
     Returns:
         The bucket to keep (a new one when a limit was first learned).
     """
+    view = clean_view(view)
     limit, remaining, reset = view
     if remaining is None:
         return bucket

@@ -44,7 +44,7 @@ from typing import Any, Final, TypeVar
 
 from apiexec.errors import CapacityError, ConfigError, StorageError
 from apiexec.limits.breaker import CircuitBreaker, breaker_for
-from apiexec.limits.bucket import ServerLimits, learnt_shape
+from apiexec.limits.bucket import ServerLimits, clean_view, learnt_shape
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 from apiexec.limits.storage import redact_url
 
@@ -396,7 +396,7 @@ class RedisBackend:
         if info.remaining_requests is None and info.remaining_tokens is None:
             return
         args: list[float | None] = []
-        for view, tokens in ((info.requests, False), (info.tokens, True)):
+        for view, tokens in ((clean_view(info.requests), False), (clean_view(info.tokens), True)):
             shape = learnt_shape(view, self.limits, tokens=tokens)
             args += [view[1], *(shape or (None, None))]
         self._script(self._sync, *args)

@@ -89,6 +89,19 @@ def test_absurd_usage_charges_at_most_one_interval_of_debt(make):
     assert backend.levels()[1] == pytest.approx(-60_000, abs=5)
 
 
+def test_nonsense_from_a_server_changes_nothing(make):
+    configured = make(RateLimits(requests=10, interval=1.0))
+    configured.sync(ServerLimits(limit_requests=600, remaining_requests=-1, reset_requests=1.0))  # Azure: unknown
+    configured.sync(ServerLimits(limit_requests=600, remaining_requests=float("nan")))
+    assert configured.levels()[0] == pytest.approx(10, abs=0.5)
+    learner = make(RateLimits(), key="learner")
+    learner.sync(ServerLimits(limit_requests=float("inf"), remaining_requests=5, reset_requests=1.0))
+    learner.sync(ServerLimits(limit_requests=-600, remaining_requests=5, reset_requests=1.0))
+    assert learner.levels() == (None, None)  # no limit learnt from nonsense
+    learner.sync(ServerLimits(limit_requests=600, remaining_requests=0, reset_requests=-5.0))
+    assert learner.acquire(1, 0) == pytest.approx(0.1, abs=0.02)  # a negative reset read as 0
+
+
 def test_repr_names_the_limits(make):
     assert "RateLimits(requests=12000" in repr(make(PACED))
 
