@@ -104,6 +104,18 @@ PRESETS: Final[Mapping[str, Preset]] = {
 }
 
 
+#: Other spellings of preset names.
+PROVIDER_ALIASES: Final[Mapping[str, str]] = {
+    "azure-openai": "azure",
+    "azure_openai": "azure",
+    "google": "gemini",
+    "x-ai": "xai",
+    "grok": "xai",
+    "together-ai": "together",
+    "fireworks-ai": "fireworks",
+}
+
+
 def preset_config(provider: str, endpoint: str | None = None, **overrides: Any) -> EndpointConfig:
     """An :class:`EndpointConfig` for a known provider.
 
@@ -112,13 +124,15 @@ def preset_config(provider: str, endpoint: str | None = None, **overrides: Any) 
         endpoint: Path or alias (``chat``, ``embeddings``, ``messages``...).
         **overrides: Any :class:`EndpointConfig` field (``base_url``,
             ``api_key``, ``timeout``...); for ``azure`` also ``resource``,
-            ``deployment`` and ``api_version``.
+            ``deployment`` (or ``azure_deployment``), ``azure_endpoint`` and
+            ``api_version``.
 
     Raises:
         ConfigError: Unknown provider or option, missing base URL, or a
             required key whose variable is not set (the message names the
             variable).
     """
+    provider = PROVIDER_ALIASES.get(provider, provider)
     preset = PRESETS.get(provider)
     if preset is None:
         raise ConfigError("provider", f"unknown provider {provider!r}; known: {sorted(PRESETS)}")
@@ -153,9 +167,10 @@ def azure_fields(path: str, overrides: dict[str, Any]) -> dict[str, Any]:
             be part of a URL.
     """
     resource = overrides.pop("resource", None)
-    deployment = overrides.pop("deployment", None)
+    # The openai SDK's AzureOpenAI spells them azure_deployment and azure_endpoint.
+    deployment = overrides.pop("deployment", None) or overrides.pop("azure_deployment", None)
     api_version = overrides.pop("api_version", None) or os.environ.get("OPENAI_API_VERSION") or AZURE_API_VERSION
-    root = overrides.pop("base_url", None)
+    root = overrides.pop("base_url", None) or overrides.pop("azure_endpoint", None)
     if resource is not None:
         if not isinstance(resource, str) or not _AZURE_NAME.fullmatch(resource):
             raise ConfigError("resource", "must be an Azure resource name (letters, digits, dashes)")

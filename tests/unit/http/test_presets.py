@@ -308,3 +308,13 @@ def test_azure_request_on_the_wire(monkeypatch):
     sent = responses.calls[0].request
     assert sent.url == url
     assert sent.headers["api-key"] == KEY and "Authorization" not in sent.headers
+
+
+def test_azure_takes_the_openai_sdks_spellings(monkeypatch):
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", KEY)
+    cfg = preset_config("azure-openai", "chat", azure_endpoint="https://contoso.openai.azure.com/",
+                        azure_deployment="gpt-4o", api_version="2024-10-21")
+    assert cfg.provider == "azure"
+    assert cfg.full_url == (
+        "https://contoso.openai.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    )
