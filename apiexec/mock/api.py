@@ -205,7 +205,10 @@ class MockAPI:
         if fault is not None and fault.status is not None:
             return self._fault_reply(fault.status, fault.retry_after_ms, anthropic=route.anthropic)
         reply = self._answer(route, request)
-        reply.delay_s += fault.extra_delay_s if fault is not None else 0.0
+        if fault is not None:
+            reply.delay_s += fault.extra_delay_s
+            if reply.status == HTTPStatus.OK:
+                reply.cut_after = fault.cut_after
         return reply
 
     def _offered_keys(self, headers: Mapping[str, str]) -> list[str]:

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--fail-rate", type=_number(float, high=1), default=0.0, help="probability of a random 500 or 503")
     add("--drop-rate", type=_number(float, high=1), default=0.0, help="probability of closing the socket unanswered")
     add("--fault", action="append", default=[], metavar="SPEC[,SPEC...]",
-        help="scripted faults for the first model requests, in order: 500, 429, 429:MS, drop, slow:MS (repeatable)")
+        help="scripted faults for the first model requests, in order: 500, 429, 429:MS, drop, slow:MS, cut:N (repeatable)")
     add("--seed", type=int, help="seed of random faults and jitter, for reproducible runs")
     add("--api-key", action="append", default=[], metavar="KEY",
         help=f"require this API key on /v1 requests (repeatable; or set {API_KEY_ENV})")

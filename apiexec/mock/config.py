@@ -53,7 +53,7 @@ class MockServerConfig:
         limits_per_key: Give each API key its own request and token buckets
             (as each provider account has its own limits); else one shared pair.
         faults: Scripted faults applied to the first model requests, in order
-            (``"500"``, ``"429:1500"``, ``"drop"``, ``"slow:200"``).
+            (``"500"``, ``"429:1500"``, ``"drop"``, ``"slow:200"``, ``"cut:3"``).
         batch_time_scale: Seconds per step of a batch's life (one step to
             validate, one per request, one to finalize); 0 ends a batch at once.
         record_bodies: Keep every raw request body in :attr:`MockServer.stats`.

@@ -3,15 +3,17 @@
 Fault syntax: ``"500"``, ``"503"`` or any status from 400 to 599; ``"429"``
 (``retry-after-ms: 1000``); ``"429:1500"`` (``retry-after-ms: 1500``); ``"drop"``
 (close the socket without an answer); ``"slow:MS"`` (MS more milliseconds, then a
-normal answer).
+normal answer); ``"cut:N"`` (a 200 whose body stops after N server-sent events,
+or after half its bytes when it is not a stream, then the socket closes: a
+truncated answer).
 
 Example:
     >>> parse_fault("429:1500")
-    Fault(status=429, retry_after_ms=1500, extra_delay_s=0.0, drop=False)
+    Fault(status=429, retry_after_ms=1500, extra_delay_s=0.0, drop=False, cut_after=None)
     >>> parse_fault("teapot")
     Traceback (most recent call last):
     ...
-    ValueError: invalid fault 'teapot': expected a status 400-599, 'drop' or 'slow:MS'
+    ValueError: invalid fault 'teapot': expected a status 400-599, 'drop', 'slow:MS' or 'cut:N'
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ class Fault:
     retry_after_ms: int | None = None
     extra_delay_s: float = 0.0
     drop: bool = False
+    cut_after: int | None = None  # events sent before the connection is cut
 
 
 def parse_fault(spec: str) -> Fault:
-    """Parse ``"500"``, ``"429:1500"``, ``"drop"`` or ``"slow:250"``.
+    """Parse ``"500"``, ``"429:1500"``, ``"drop"``, ``"slow:250"`` or ``"cut:3"``.
 
     Raises:
         ValueError: The spec is not in that syntax.
@@ -48,9 +51,13 @@ def parse_fault(spec: str) -> Fault:
     name, sep, arg = text.partition(":")
     if name == "slow" and sep:
         return Fault(extra_delay_s=_parse_ms(spec, arg) / 1000.0)
+    if name == "cut" and sep:
+        if not arg.isdigit():
+            raise ValueError(f"invalid fault {spec!r}: 'cut:N' needs a whole number of events")
+        return Fault(cut_after=int(arg))
     status = int(name) if name.isdigit() else 0
     if not _MIN_STATUS <= status <= _MAX_STATUS:
-        raise ValueError(f"invalid fault {spec!r}: expected a status 400-599, 'drop' or 'slow:MS'")
+        raise ValueError(f"invalid fault {spec!r}: expected a status 400-599, 'drop', 'slow:MS' or 'cut:N'")
     if not sep:
         return Fault(status=status)
     if status != HTTPStatus.TOO_MANY_REQUESTS:

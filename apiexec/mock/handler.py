@@ -127,21 +127,25 @@ class Handler(BaseHTTPRequestHandler):
         if reply.close:
             self.send_header("Connection", "close")
         if reply.events is None:
-            self._write_body(reply.body)
+            self._write_body(reply.body, reply.cut_after)
         else:
-            self._write_chunked(reply.events)
+            self._write_chunked(reply.events, reply.cut_after)
+        if reply.cut_after is not None:
+            self.wfile.flush()
+            self._drop()  # the answer stops here, as when a proxy or the provider cuts it
 
-    def _write_body(self, body: bytes) -> None:
+    def _write_body(self, body: bytes, cut_after: int | None) -> None:
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body if cut_after is None else body[: len(body) // 2])
 
-    def _write_chunked(self, events: Sequence[bytes]) -> None:
+    def _write_chunked(self, events: Sequence[bytes], cut_after: int | None) -> None:
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for event in events:
+        for event in events if cut_after is None else events[:cut_after]:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-        self.wfile.write(b"0\r\n\r\n")
+        if cut_after is None:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _drop(self) -> None:
         self.close_connection = True

@@ -44,7 +44,8 @@ carries ``anthropic-version``), ``POST /v1/messages/count_tokens``, the Files AP
 Fault syntax (``script()``, ``MockServerConfig.faults`` and the ``x-mock-fault``
 header): ``"500"``, ``"503"`` or any status from 400 to 599; ``"429"``
 (``retry-after-ms: 1000``); ``"429:1500"``; ``"drop"`` (close the socket without
-an answer); ``"slow:MS"`` (MS more milliseconds, then a normal answer).
+an answer); ``"slow:MS"`` (MS more milliseconds, then a normal answer); ``"cut:N"``
+(a 200 cut off after N stream events, or half its body, then the socket closes).
 
 Headers on every answer: ``x-request-id``; when limits are configured,
 ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` (reset in Go duration

@@ -57,6 +57,7 @@ class Reply:
     delay_s: float = 0.0
     drop: bool = False
     close: bool = False
+    cut_after: int | None = None  # a truncated answer: events (or half the body) sent, then the socket is cut
     rate: RateState | None = None
     limiter: RateLimiter | None = None  # the limiter that decided (per key), for the rate-limit headers
 

@@ -57,7 +57,7 @@ def test_bad_setting_is_one_line_and_exit_1() -> None:
                           capture_output=True, text=True, timeout=START_TIMEOUT)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "apiexec: error: faults: invalid fault 'teapot': expected a status 400-599, 'drop' or 'slow:MS'"]
+        "apiexec: error: faults: invalid fault 'teapot': expected a status 400-599, 'drop', 'slow:MS' or 'cut:N'"]
 
 
 def test_port_in_use_is_one_line_and_exit_1() -> None:

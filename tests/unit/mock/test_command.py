@@ -58,7 +58,7 @@ def test_bad_values_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixt
 def test_bad_fault_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert command.run(parse("--port", "0", "--fault", "teapot")) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["apiexec: error: faults: invalid fault 'teapot': expected a status 400-599, 'drop' or 'slow:MS'"]
+    assert err == ["apiexec: error: faults: invalid fault 'teapot': expected a status 400-599, 'drop', 'slow:MS' or 'cut:N'"]
 
 
 def test_the_command_module_imports_no_server() -> None:

@@ -132,3 +132,32 @@ def test_api_key_required(make_server: Callable[..., MockServer]) -> None:
     assert requests.get(server.url + "/health", timeout=TIMEOUT).status_code == 200
 
 
+
+
+def test_cut_fault_truncates_a_stream_and_a_json_body(server: MockServer) -> None:
+    import openai
+
+    body = chat_body("one two three four five", stream=True)
+    with requests.Session() as session:
+        with session.post(server.url + CHAT, json=body, stream=True, timeout=TIMEOUT,
+                          headers={"x-mock-fault": "cut:2"}) as response:
+            assert response.status_code == 200
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                b"".join(response.iter_content(None))
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+        with pytest.raises(openai.APIConnectionError):
+            list(client.chat.completions.create(model="m", messages=body["messages"], stream=True,
+                                                extra_headers={"x-mock-fault": "cut:3"}))
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model="m", messages=body["messages"], extra_headers={"x-mock-fault": "cut:0"})
+        assert client.chat.completions.create(model="m", messages=body["messages"]).choices[0].message.content
+    assert server.stats.by_status[200] == 4 and server.stats.dropped == 0
+
+
+def test_cut_fault_syntax() -> None:
+    from apiexec.mock.faults import parse_fault
+
+    assert parse_fault("cut:3").cut_after == 3
+    for bad in ("cut", "cut:-1", "cut:x", "cut:1.5"):
+        with pytest.raises(ValueError, match="invalid fault"):
+            parse_fault(bad)
