@@ -227,9 +227,7 @@ def _drive(
         try:
             finished_input = _submit_all(run, executor, endpoints, done, current)
         finally:
-            if run.halted:
-                executor.shutdown(wait=False)  # cancel what is queued; calls in flight go on
-            run.wait_until(lambda: run.outstanding == 0 or run.interrupts > 1)
+            _drain(run, executor)
             abandoned = run.outstanding > 0
             if abandoned:
                 run.summary.abandoned = run.outstanding
@@ -238,6 +236,27 @@ def _drive(
         executor.shutdown(wait=not abandoned)
         progress.close()
     return finished_input and not run.halted
+
+
+def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
+    """Wait for the calls submitted; on a stop, cancel those not started first.
+
+    Returns when every call has finished, or at a second interrupt.
+    """
+    stopped = False
+
+    def settled() -> bool:
+        return run.outstanding == 0 or run.interrupts > 1 or (run.halted and not stopped)
+
+    while True:
+        run.wait_until(settled)
+        if run.halted and not stopped:
+            # A stop (signal or breaker), also while only waiting for the last calls:
+            # cancel what is queued or waiting for capacity; calls being answered go on.
+            executor.shutdown(wait=False)
+            stopped = True
+            continue
+        return
 
 
 def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet) -> bool:

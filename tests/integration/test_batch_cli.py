@@ -355,3 +355,21 @@ def test_the_limit_storage_going_down_stops_the_run(tmp_path, start_redis):
     assert "stopped early: the limit storage failed" in err
     assert sent <= at_stop + 4 + 2 and sent < 300
     assert len(rows_of(out)) <= sent
+
+
+def test_a_signal_while_only_rate_limited_calls_are_left_exits_at_once(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 6)  # all admitted at once; 2 per minute: 4 wait for capacity
+    with LoopbackAPI() as api:
+        proc = start_cli(*base_args(api, inp, out, "--concurrency", "6", "--requests-per-minute", "2"))
+        deadline = time.monotonic() + 20
+        while len(rows_of(out) if out.exists() else []) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+        sent = len(api.requests)
+    assert proc.returncode == 130, err
+    assert took < 8 and sent == 2 and len(rows_of(out)) == 2
