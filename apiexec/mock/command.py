@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -104,17 +106,24 @@ def config_from_args(args: argparse.Namespace, *, environ: Mapping[str, str] | N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; returns the exit status (0, or 1 for a bad setting or port)."""
+    """Serve until Ctrl-C, SIGTERM or SIGHUP; returns the exit status (0, or 1 for a bad setting or port)."""
     from apiexec.errors import ConfigError
-    from apiexec.mock.server import serve_forever
+    from apiexec.mock.server import MockServer, serve_forever
 
     try:
         config = config_from_args(args)
     except ConfigError as exc:
         print(f"apiexec: error: {exc}", file=sys.stderr)
         return 1
+    def ready(server: MockServer) -> None:
+        # SIGTERM (docker stop, systemd) and SIGHUP stop the server as Ctrl-C does: exit 0.
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name) and threading.current_thread() is threading.main_thread():
+                signal.signal(getattr(signal, name), lambda signum, frame: server.stop())
+        print(f"mock server listening on {server.url}/v1", flush=True)
+
     try:
-        serve_forever(config, ready=lambda server: print(f"mock server listening on {server.url}/v1", flush=True))
+        serve_forever(config, ready=ready)
     except OSError as exc:
         print(f"apiexec: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)

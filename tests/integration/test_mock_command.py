@@ -19,7 +19,8 @@ START_TIMEOUT = 30.0
 
 
 @contextmanager
-def mock_server_process(*flags: str, env: dict[str, str] | None = None) -> Iterator[str]:
+def mock_server_process(*flags: str, env: dict[str, str] | None = None,
+                        stop: signal.Signals = signal.SIGINT) -> Iterator[str]:
     """Start ``apiexec mock-server --port 0 FLAGS``; yields its base URL (``.../v1``)."""
     proc = subprocess.Popen([sys.executable, "-m", "apiexec", "mock-server", "--port", "0", *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -30,7 +31,7 @@ def mock_server_process(*flags: str, env: dict[str, str] | None = None) -> Itera
         match = re.search(r"(http://\S+/v1)", line)
         assert match, f"no URL in {line!r}; stderr: {proc.stderr.read() if proc.stderr else ''}"
         yield match.group(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(timeout=START_TIMEOUT) == 0
     finally:
         if proc.poll() is None:
@@ -72,3 +73,10 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"apiexec: error: cannot listen on 127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_it_cleanly(stop: signal.Signals) -> None:
+    with mock_server_process(stop=stop) as url:
+        with openai.OpenAI(base_url=url, api_key="k", max_retries=0, timeout=10) as client:
+            assert client.models.list().data[0].id == "mock-model"
