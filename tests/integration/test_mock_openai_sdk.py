@@ -121,6 +121,7 @@ def test_tool_choice_named_none_and_auto(client: openai.OpenAI) -> None:
     named = chat(client, tools=[WEATHER_TOOL, TIME_TOOL],
                  tool_choice={"type": "function", "function": {"name": "get_time"}})
     assert named.choices[0].message.tool_calls[0].function.name == "get_time"  # type: ignore[index]
+    assert named.choices[0].finish_reason == "stop"  # as OpenAI does for a named choice (vllm-project/vllm#25054)
     assert json.loads(named.choices[0].message.tool_calls[0].function.arguments) == {}  # type: ignore[index]
     none = chat(client, tools=[WEATHER_TOOL], tool_choice="none")
     assert none.choices[0].message.tool_calls is None and none.choices[0].message.content

@@ -149,6 +149,8 @@ def _output(body: Mapping[str, Any], messages: list[dict[str, Any]]) -> _Output:
     tool = chosen_tool(tools, choice, messages[-1].get("role"), named=named)
     if tool is not None:
         arguments, tokens, truncated = structured_reply(json_dumps(example_for(tool.parameters)), limit)
+        # OpenAI ends a forced named call with "stop", an auto/required one with "tool_calls"
+        # (measured against the API in vllm-project/vllm#25054).
         finish = "length" if truncated else ("stop" if named else "tool_calls")
         return _Output(arguments, tool, tokens, finish)
     schema = _json_format(body.get("response_format"))
