@@ -91,7 +91,7 @@ def test_retries_stop_at_the_deadline_instead_of_sleeping_past_it():
             start = time.monotonic()
             with pytest.raises(DeadlineExceeded) as info:
                 ep.call(BODY)
-            assert time.monotonic() - start < 0.9  # the 5 s wait is never started
+            assert time.monotonic() - start < 3.0  # the 5 s wait is never started
     assert info.value.phase == "retry"
     assert len(srv.requests) == 1
 
@@ -104,10 +104,11 @@ def test_a_pooled_connection_is_not_harmed_by_the_alarm_of_a_finished_call():
         return True
 
     with ScriptedServer(keep_alive) as srv:
-        with endpoint(srv, total_timeout=0.3) as ep:
-            for _ in range(3):
+        with endpoint(srv, total_timeout=0.5) as ep:
+            for _ in range(2):
                 assert ep.call(BODY) == {"ok": 1}
-                time.sleep(0.35)  # past each finished call's deadline: its alarm must be gone
+                time.sleep(0.6)  # past each finished call's deadline: its alarm must be gone
+            assert ep.call(BODY) == {"ok": 1}
     assert len(srv.requests) == 3
 
 
