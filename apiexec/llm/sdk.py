@@ -1,19 +1,16 @@
 """The official SDKs (``openai``, ``anthropic``) under an executor's limits.
 
-An SDK client sends its requests through an httpx client, and retries them
-on its own. Run as they are inside an executor, SDK calls would bypass the
-limiter: no tokens reserved, no usage reported back, a 429 seen only by the
-SDK, and its retries sent whenever the SDK likes. Two pieces close the gap:
+Run as they are inside an executor, SDK calls would bypass the limiter: no
+tokens reserved, no usage reported, a 429 seen only by the SDK, its retries
+sent whenever it likes. Two pieces close the gap:
 
 * :func:`http_client` gives the SDK an httpx client whose transport reports
-  to the running call (:mod:`apiexec.call_context`): before every attempt
-  it counts the attempt, and a retry (every attempt after the first) first
-  passes the executor's retry gate, i.e. takes a request from the rate
-  limiter like any call; after every response it hands the status and the
-  headers to the executor, so ``x-ratelimit-*``/``anthropic-ratelimit-*``
-  bring the buckets into line and a 429's ``retry-after`` pauses every
-  call. The call's deadline (``timeout=`` of the event) caps each attempt's
-  socket timeouts. Outside an executor the transport only passes requests on.
+  to the running call (:mod:`apiexec.call_context`): it counts each attempt;
+  a retry first passes the executor's retry gate (takes a request from the
+  limiter); every response's status and headers go to the executor, so
+  ``x-ratelimit-*``/``anthropic-ratelimit-*`` sync the buckets and a 429's
+  ``retry-after`` pauses every call. The call's deadline caps each
+  attempt's socket timeouts. Outside an executor it only passes requests on.
 * :class:`SDKCall` (or :func:`sdk_call`) is the event: it reserves the tokens
   the request may use (estimated as :class:`~apiexec.llm.api_calling.APICalling`
   does) and reports the response's ``usage`` as ``used_tokens``, which the
@@ -39,6 +36,7 @@ Example (against the built-in mock server)::
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import logging
@@ -65,17 +63,23 @@ _TIMEOUT_KINDS: Final = ("connect", "read", "write", "pool")
 #: Shortest socket timeout an attempt gets from a deadline almost passed (s).
 MIN_SOCKET_TIMEOUT: Final = 0.001
 
-#: Socket timeouts of an attempt (s) when the SDK says none: the SDKs' defaults.
-DEFAULT_READ_TIMEOUT: Final = 600.0
-DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+#: The SDKs' defaults: socket timeouts (s) and connections kept.
+DEFAULT_READ_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 600.0, 5.0
+DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_KEEPALIVE = 1000, 100
 
-#: Connections an adapted client keeps (the SDKs' defaults).
-DEFAULT_MAX_CONNECTIONS: Final = 1000
-DEFAULT_MAX_KEEPALIVE: Final = 100
+#: Set while an SDKCall runs its function: the transport may end the call.
+_IN_SDK_CALL: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("apiexec_in_sdk_call", default=False)
 
-_MISSING = (
-    "the SDK adapter needs httpx (or httpx2) and the SDK: pip install 'apiexec[sdk]'"
-)
+
+class _CallEnded(BaseException):
+    """Carries an error of ours through an SDK's ``except Exception`` (retry) blocks."""
+
+    def __init__(self, error: APIExecError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+_MISSING: Final = "the SDK adapter needs httpx (or httpx2) and the SDK: pip install 'apiexec[sdk]'"
 
 
 # -- which httpx --------------------------------------------------------------------
@@ -149,7 +153,18 @@ class _Reporting:
         Raises:
             ExecutorNotRunning: The executor shut down before a retry could go.
             DeadlineExceeded: The call's deadline passed before or during the attempt.
+            StorageError: The shared rate-limit storage failed at a retry.
         """
+        try:
+            return self._send(request)
+        except APIExecError as exc:
+            if _IN_SDK_CALL.get():
+                # Past the SDK's ``except Exception``: it must not retry (or
+                # wrap) a call the executor ended; SDKCall re-raises ``exc``.
+                raise _CallEnded(exc) from None
+            raise
+
+    def _send(self, request: Any) -> Any:
         with call_context() as ctx:  # the executor's context; a throwaway one outside
             retry = ctx.attempts > 0
             self._check_deadline(ctx, "retry" if retry else "connect")
@@ -160,8 +175,9 @@ class _Reporting:
             try:
                 response = self.inner.handle_request(request)
             except Exception as exc:
-                if capped and _is_timeout(exc):
-                    self._check_deadline(ctx, _timeout_phase(exc), cause=exc)
+                phase = _timeout_phase(exc)
+                if capped and phase is not None:
+                    self._check_deadline(ctx, phase, cause=exc)
                 raise
             note_response(response.status_code, tag_dialect(response.headers, self.dialect))
             return response
@@ -269,14 +285,8 @@ def http_client(sdk: Any = None, *, dialect: str | None = None, transport: Any =
     httpx = httpx_module(sdk)
     client_kwargs.setdefault("timeout", _default_timeout(httpx, sdk))
     client_kwargs.setdefault("follow_redirects", True)
-    mounts = client_kwargs.pop("mounts", None)
-    if mounts:
-        client_kwargs["mounts"] = {
-            pattern: None if inner is None else limited_transport(inner, sdk=sdk, dialect=dialect)
-            for pattern, inner in mounts.items()
-        }
     client = httpx.Client(transport=limited_transport(transport, sdk=sdk, dialect=dialect), **client_kwargs)
-    _wrap_proxy_mounts(client, sdk, dialect)
+    _wrap_mounts(client, sdk, dialect)
     return client
 
 
@@ -292,13 +302,12 @@ def _default_timeout(httpx: types.ModuleType, sdk: Any) -> Any:
     return httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
 
 
-def _wrap_proxy_mounts(client: Any, sdk: Any, dialect: str | None) -> None:
-    """Wrap the transports httpx mounted for proxies named in the environment.
+def _wrap_mounts(client: Any, sdk: Any, dialect: str | None) -> None:
+    """Wrap the transports of ``mounts=`` and of proxies named in the environment.
 
-    httpx builds those itself (``trust_env``); left alone, requests through
-    a proxy would bypass the limiter. ``_mounts`` is httpx's private map of
-    URL patterns to transports (the same in httpx and httpx2); a client
-    without it has no proxy mounts to wrap.
+    httpx builds the latter itself (``trust_env``): left alone, requests
+    through a proxy would bypass the limiter. ``_mounts`` is httpx's private
+    map of URL patterns to transports (the same in httpx and httpx2).
     """
     mounts = getattr(client, "_mounts", None)
     if not isinstance(mounts, dict):
@@ -308,12 +317,11 @@ def _wrap_proxy_mounts(client: Any, sdk: Any, dialect: str | None) -> None:
             mounts[pattern] = limited_transport(inner, sdk=sdk, dialect=dialect)
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    return type(exc).__name__.endswith("Timeout") or isinstance(exc, TimeoutError)
-
-
-def _timeout_phase(exc: BaseException) -> str:
+def _timeout_phase(exc: BaseException) -> str | None:
+    """Where an httpx timeout struck (``ConnectTimeout``, ``ReadTimeout``, ...); None if not one."""
     name = type(exc).__name__
+    if not (name.endswith("Timeout") or isinstance(exc, TimeoutError)):
+        return None
     return "connect" if name in ("ConnectTimeout", "PoolTimeout") else "response"
 
 
@@ -379,15 +387,21 @@ class SDKCall(Event):
         super().__init__(self._call, self.request, args=args, tokens=tokens, timeout=timeout)
 
     def _call(self, *args: Any, **request: Any) -> Any:
+        token = _IN_SDK_CALL.set(True)
         try:
             return self.fn(*args, **request)
+        except _CallEnded as ended:
+            error: BaseException = ended.error
         except Exception as exc:
             ours = _apiexec_cause(exc)
             if ours is None:
                 raise
-            # An old SDK wraps what the transport raised (shutdown, deadline)
-            # in its connection error: the call failed for our reason.
+            # An SDK that wrapped what the transport raised (shutdown,
+            # deadline) in its connection error: the call failed for our reason.
             raise ours from exc
+        finally:
+            _IN_SDK_CALL.reset(token)
+        raise error  # outside the except block: keeps its own cause and traceback
 
     @property
     def required_tokens(self) -> int | None:
@@ -406,10 +420,6 @@ class SDKCall(Event):
         if self.execution.status is not ExecutionStatus.COMPLETED:
             return None
         return sdk_usage_tokens(self.execution.result)
-
-    def __repr__(self) -> str:
-        name = getattr(self.fn, "__qualname__", type(self.fn).__name__)
-        return f"SDKCall(fn={name}, id={self.id}, status={self.execution.status.value})"
 
 
 def sdk_call(fn: Callable[..., Any], /, **request: Any) -> SDKCall:
@@ -478,12 +488,10 @@ def sdk_usage_tokens(result: Any) -> int | None:
 
 
 def _apiexec_cause(exc: BaseException) -> APIExecError | None:
-    """Our own error behind an SDK's wrapper (``raise ... from``), if any."""
-    seen: set[int] = set()
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, APIExecError):
+    """Our own error an SDK wrapped (``raise ... from``), if any."""
+    cause = exc.__cause__
+    for _ in range(8):  # chains are short; a cycle must not loop forever
+        if cause is None or isinstance(cause, APIExecError):
             return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__
     return None
