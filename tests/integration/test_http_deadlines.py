@@ -110,6 +110,7 @@ def test_a_pooled_connection_is_not_harmed_by_the_alarm_of_a_finished_call():
                 time.sleep(0.6)  # past each finished call's deadline: its alarm must be gone
             assert ep.call(BODY) == {"ok": 1}
     assert len(srv.requests) == 3
+    assert len(srv._conns) == 1  # one connection, reused: no alarm shut it while it sat in the pool
 
 
 # -- streams ----------------------------------------------------------------------------------
