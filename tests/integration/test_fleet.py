@@ -1,6 +1,6 @@
 """A fleet of processes shares one quota through the limit storage.
 
-Four worker processes make 40 calls each, every one configured for 20
+Four worker processes make 25 calls each, every one configured for 20
 requests/s, against a loopback server that itself allows 21/s (burst 21).
 Sharing the buckets in Redis or SQLite, the fleet stays inside the quota
 (zero 429s) while using most of it; with ``memory://`` each process has its
@@ -20,7 +20,7 @@ from apiexec.mock.server import MockServer, MockServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 4
-CALLS = 40
+CALLS = 25
 LIMIT = 20  # requests/s each worker is configured for
 SERVER_PER_MINUTE = 1260  # 21/s on the server
 SERVER_BURST = 21
