@@ -80,18 +80,35 @@ def default_capacity(limit: float, interval: float, floor: float) -> float:
     return max(1.0, min(float(limit), max(per_quantum, floor)))
 
 
+#: Sanity bounds: beyond them a value is a typo, and its arithmetic overflows.
+MAX_AMOUNT: Final = 1e15
+MIN_INTERVAL: Final = 0.001
+MAX_INTERVAL: Final = 366 * 86_400.0
+
+
 def _check_limit(field: str, value: object) -> None:
-    if value is not None:
-        check_positive_number(field, value)
+    if value is None:
+        return
+    check_positive_number(field, value)
+    assert isinstance(value, (int, float))
+    if value > MAX_AMOUNT:
+        raise ConfigError(field, f"must be at most {MAX_AMOUNT:g}, got {value!r}")
 
 
 def _check_burst(field: str, value: object) -> None:
     if value is None:
         return
-    check_positive_number(field, value)
+    _check_limit(field, value)
     assert isinstance(value, (int, float))
     if value < 1:
         raise ConfigError(field, f"must be >= 1 (a bucket must hold one call), got {value!r}")
+
+
+def _check_interval(value: object) -> None:
+    check_positive_number("interval", value)
+    assert isinstance(value, (int, float))
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
+        raise ConfigError("interval", f"must be seconds in [{MIN_INTERVAL:g}, {MAX_INTERVAL:g}], got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +146,7 @@ class RateLimits:
     def __post_init__(self) -> None:
         _check_limit("requests", self.requests)
         _check_limit("tokens", self.tokens)
-        check_positive_number("interval", self.interval)
+        _check_interval(self.interval)
         _check_burst("burst", self.burst)
         _check_burst("token_burst", self.token_burst)
 

@@ -40,6 +40,10 @@ def test_rate_limits_is_a_frozen_value_with_a_readable_repr():
         ({"requests": 10, "burst": 0.5}, "burst"),
         ({"requests": 10, "burst": "20"}, "burst"),
         ({"tokens": 10, "token_burst": 0}, "token_burst"),
+        ({"requests": 1e30}, "requests"),  # a typo, and overflowing arithmetic
+        ({"interval": 1e-9}, "interval"),
+        ({"interval": 1e12}, "interval"),
+        ({"requests": 10, "burst": 1e300}, "burst"),
     ],
 )
 def test_bad_values_are_config_errors_naming_the_field(kwargs, field):
