@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _columns(stream: IO[str]) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 class Progress:
     """Reports a run's progress from a thread of its own until closed.
 
@@ -103,7 +111,11 @@ class Progress:
         if mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=None, unit="req", dynamic_ncols=True, smoothing=0.1, file=stream)
+            # A terminal that reports no size (some CI or `docker -t` ptys) would get a
+            # zero-width bar, i.e. nothing: give it a fixed width instead.
+            sized = _columns(stream) > 0
+            size: dict[str, Any] = {"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 20}
+            self._bar = tqdm(total=None, unit="req", smoothing=0.1, file=stream, **size)
         self._thread = threading.Thread(target=self._loop, name="apiexec-progress", daemon=True)
         self._thread.start()
 

@@ -3,6 +3,7 @@
 import gzip
 import json
 import signal
+import subprocess
 import threading
 import time
 
@@ -14,6 +15,7 @@ from tests.integration.test_batch_support import (
     SECRET,
     LoopbackAPI,
     chat_answer,
+    command,
     openai_line,
     rows_of,
     run_cli,
@@ -373,3 +375,27 @@ def test_a_signal_while_only_rate_limited_calls_are_left_exits_at_once(tmp_path)
         sent = len(api.requests)
     assert proc.returncode == 130, err
     assert took < 8 and sent == 2 and len(rows_of(out)) == 2
+
+
+def test_on_a_terminal_the_bar_shows_sent_lines_tokens_failures_and_a_rate_limit_wait(tmp_path):
+    import os
+    import pty
+    import select
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 5)
+    with LoopbackAPI() as api:
+        cmd, env = command("run", str(inp), "-o", str(out), "--base-url", f"{api.url}/v1", "--requests-per-minute", "2")
+        master, slave = pty.openpty()  # a terminal that reports no size: the bar must still show
+        proc = subprocess.Popen(cmd, env=env, stdin=slave, stdout=slave, stderr=slave)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"waiting on limit" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                seen += os.read(master, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 130
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert "2/5" in text and "failed=0" in text and "tokens=16" in text and "waiting on limit=" in text
