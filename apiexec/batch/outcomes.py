@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apiexec.batch.breaker import refusal_reason
-from apiexec.batch.rows import Outcome, error_json
+from apiexec.batch.rows import Outcome, error_json, salvage_error
 from apiexec.errors import (
     APIConnectionError,
     APIError,
@@ -79,7 +79,7 @@ def classify(call: Any, future: cf.Future[Any]) -> Classified:
 def _http_failure(error: APIStatusError) -> Outcome:
     body = getattr(error, "body", None)  # the whole error JSON, where the HTTP layer keeps it
     if not isinstance(body, (dict, list)):
-        body = error_json(error.body_excerpt)
+        body = error_json(error.body_excerpt) or salvage_error(error.body_excerpt)
     return Outcome(
         status_code=error.status_code, request_id=error.request_id, body=body if isinstance(body, dict) else None,
         message=str(error),

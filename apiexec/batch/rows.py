@@ -173,6 +173,34 @@ def is_success(row: Any) -> bool:
     return isinstance(status, int) and 200 <= status < 300
 
 
+_FIELD = re.compile(r'"(message|type|param|code)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_CUT_MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)$')
+
+
+def salvage_error(excerpt: str) -> dict[str, Any] | None:
+    """An OpenAI-shaped error body from a *cut* JSON excerpt, or None.
+
+    The HTTP layer keeps only the first few hundred characters of an error
+    body; a long one no longer parses, but its fields usually survive.
+
+    Example:
+        >>> salvage_error('{"error": {"message": "context too long", "type": "invalid_request_error", "par')
+        {'error': {'message': 'context too long', 'type': 'invalid_request_error', 'param': None, 'code': None}}
+    """
+    fields: dict[str, Any] = {"message": None, "type": None, "param": None, "code": None}
+    for name, value in _FIELD.findall(excerpt):
+        if fields[name] is None:
+            try:
+                fields[name] = json.loads(f'"{value}"')
+            except ValueError:
+                fields[name] = value
+    if fields["message"] is None:  # the message itself was cut: keep what arrived
+        cut = _CUT_MESSAGE.search(excerpt)
+        if cut is not None:
+            fields["message"] = cut.group(1).replace('\\"', '"') + "..."
+    return {"error": fields} if fields["message"] is not None else None
+
+
 def error_json(text: str) -> Any:
     """The provider's error JSON from a response body, or None if it is not JSON.
 

@@ -107,3 +107,16 @@ def test_an_answer_that_is_not_json_is_an_api_error_row():
 
     result = classify(Call(), future_of(error=APIError("http://h/v1/chat/completions answered 200 with a body that is not JSON")))
     assert result.outcome.code == "api_error" and not result.connection_failure and result.trip is None
+
+
+def test_a_long_error_body_cut_by_the_http_layer_keeps_its_fields():
+    long_message = "This model's maximum context length is 128000 tokens. " * 8
+    body = json.dumps({"error": {"message": long_message, "type": "invalid_request_error", "param": "messages",
+                                 "code": "context_length_exceeded"}})
+    error = APIStatusError("http://h answered 400", status_code=400, body_excerpt=body[:300])
+    outcome = classify(Call(), future_of(error=error)).outcome
+    message = outcome.body["error"]["message"]
+    assert message.endswith("...") and long_message.startswith(message[:-3]) and len(message) > 200
+    short = json.dumps({"error": {"type": "invalid_request_error", "code": "x", "message": long_message}})
+    outcome = classify(Call(), future_of(error=APIStatusError("400", status_code=400, body_excerpt=short[:300]))).outcome
+    assert outcome.body["error"]["type"] == "invalid_request_error" and outcome.body["error"]["code"] == "x"
