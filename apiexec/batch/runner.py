@@ -226,6 +226,9 @@ def _drive(
     try:
         try:
             finished_input = _submit_all(run, executor, endpoints, done, current)
+        except KeyboardInterrupt:  # SIGINT not among stop_signals: handle it all the same
+            run.on_signal()
+            finished_input = False
         finally:
             _drain(run, executor)
             abandoned = run.outstanding > 0
@@ -249,7 +252,11 @@ def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
         return run.outstanding == 0 or run.interrupts > 1 or (run.halted and not stopped)
 
     while True:
-        run.wait_until(settled)
+        try:
+            run.wait_until(settled)
+        except KeyboardInterrupt:  # SIGINT not among stop_signals: a first, then a second stop
+            run.on_signal()
+            continue
         if run.halted and not stopped:
             # A stop (signal or breaker), also while only waiting for the last calls:
             # cancel what is queued or waiting for capacity; calls being answered go on.
@@ -305,9 +312,11 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
 
 def _write_invalid(run: RunState, line: BatchLine, problem: str) -> None:
     run.summary.invalid += 1
-    logger.warning("%s", problem)
-    if len(run.summary.failures) < 5:
+    if len(run.summary.failures) < 5:  # the first few are shown; every one has its error row
         run.summary.failures.append(problem)
+        logger.warning("%s", problem)
+    else:
+        logger.info("%s", problem)
     outcome = Outcome(code="invalid_request", message=problem)
     target = run.journal if run.errors is None else run.errors
     run.write(target, make_row(line.layout, line.custom_id, line.fingerprint, outcome))

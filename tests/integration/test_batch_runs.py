@@ -181,3 +181,16 @@ def test_bare_bodies_of_another_input_are_not_taken_for_done(tmp_path):
     assert summary.skipped == 0 and summary.succeeded == 3 and summary.changed == 3 and summary.set_aside == 3
     answers = sorted(r["response"]["body"]["choices"][0]["message"]["content"] for r in rows_of(out))
     assert answers == ["echo: b0", "echo: b1", "echo: b2"]
+
+
+def test_from_another_thread_no_signal_is_taken_over_and_the_run_completes(tmp_path):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 10)
+    before = signal.getsignal(signal.SIGINT)
+    result = {}
+    with LoopbackAPI() as api:
+        worker = threading.Thread(target=lambda: result.update(summary=run_batch(options(api.url, inp, out))))
+        worker.start()
+        worker.join(30)
+    assert result["summary"].exit_code == 0 and len(rows_of(out)) == 10
+    assert signal.getsignal(signal.SIGINT) is before
