@@ -30,19 +30,24 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from apiexec._checks import check_positive_number
 from apiexec.errors import ConfigError, DeadlineExceeded, StorageError
 from apiexec.execution.admission import Admission, Chain
 from apiexec.execution.event import Event
-from apiexec.execution.executor import Executor
+from apiexec.execution.executor import DEFAULT_CONCURRENCY, Executor
 from apiexec.execution.runtime import Runtime
 from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
+from apiexec.limits.adaptive import AIMD
+from apiexec.limits.adaptive_gate import AdaptiveAdmission
+from apiexec.limits.adaptive_store import adaptive_store_from_url
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
+from apiexec.limits.keyed import DEFAULT_LIMIT_KEY, KeyedLimiter, KeyedLimits, memory_backends, storage_backends
 from apiexec.limits.limiter import RateLimiter
+from apiexec.limits.rate_limits import RateLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
 
 logger = logging.getLogger(__name__)
@@ -64,9 +69,16 @@ class RateLimitAdmission:
 
     blocking = True
 
-    def __init__(self, limiter: RateLimiter, *, max_wait: float = DEFAULT_CAPACITY_REFRESH_TIME) -> None:
+    def __init__(
+        self, limiter: RateLimiter, *, max_wait: float = DEFAULT_CAPACITY_REFRESH_TIME, learn: bool = True
+    ) -> None:
         self.limiter = limiter
         self._max_wait = max_wait
+        # With limits per model, the server's headers and 429s are each model's
+        # business: this overall limit then neither learns nor pauses, and it
+        # must not hold the head of the queue while one model waits.
+        self.learn = learn
+        self.blocking = learn
 
     def admit(self, event: Any, *, stop: threading.Event, deadline: float | None) -> int | None:
         """Take one request and the event's tokens, waiting in order.
@@ -90,7 +102,7 @@ class RateLimitAdmission:
     def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
         """Bring the buckets into line with a response's rate-limit headers."""
         info = parse_rate_limit_headers(headers)
-        if info.is_empty:
+        if info.is_empty or not self.learn:
             return
         with _best_effort("rate-limit headers"):
             self.limiter.backend.sync(_server_limits(info))
@@ -127,6 +139,116 @@ class RateLimitAdmission:
         self.limiter = RateLimiter(backend, max_wait=self._max_wait)
 
 
+def limit_key_of(event: Any) -> str:
+    """The key whose limits a call takes: who the server limits it as.
+
+    An explicit ``limit_key`` attribute wins; else the request's ``model``
+    (providers limit each model separately); else the endpoint's path;
+    else the default key ``"*"``.
+
+    Example:
+        >>> limit_key_of(Event(abs, args=(1,)))
+        '*'
+    """
+    key = getattr(event, "limit_key", None)
+    if isinstance(key, str) and key:
+        return key
+    request = getattr(event, "request", None)
+    model = request.get("model") if isinstance(request, Mapping) else None
+    if isinstance(model, str) and model:
+        return model
+    path = getattr(getattr(getattr(event, "endpoint", None), "config", None), "endpoint", None)
+    return path if isinstance(path, str) and path else DEFAULT_LIMIT_KEY
+
+
+class KeyedRateLimitAdmission:
+    """Limits per key (model): each call waits only for its own key's buckets.
+
+    The headers and 429s of a response go to the key of the call that got
+    it (the worker thread remembers the key it admitted): a 429 for one
+    model pauses that model only.
+
+    Args:
+        keyed: One limiter per key.
+        key_of: The key of a call (default :func:`limit_key_of`).
+        max_wait: Longest single wait before re-checking shutdown.
+    """
+
+    blocking = False  # a call waiting for its model must not hold up other models
+
+    def __init__(
+        self,
+        keyed: KeyedLimiter,
+        *,
+        key_of: Callable[[Any], str] = limit_key_of,
+        max_wait: float = DEFAULT_CAPACITY_REFRESH_TIME,
+    ) -> None:
+        self.keyed = keyed
+        self._key_of = key_of
+        self._max_wait = max_wait
+        self._policies: dict[str, RateLimitAdmission] = {}
+        self._current = threading.local()  # the key of the call this worker runs
+
+    def __repr__(self) -> str:
+        return f"KeyedRateLimitAdmission({self.keyed!r})"
+
+    def policy(self, key: str) -> RateLimitAdmission:
+        """The rate-limit policy of ``key`` (created on first use)."""
+        found = self._policies.get(key)
+        if found is None:
+            found = self._policies.setdefault(key, RateLimitAdmission(self.keyed.limiter(key), max_wait=self._max_wait))
+        return found
+
+    def admit(self, event: Any, *, stop: threading.Event, deadline: float | None) -> int | None:
+        """Take one request and the event's tokens from its key's buckets."""
+        key = self._key_of(event)
+        self._current.key = key
+        return self.policy(key).admit(event, stop=stop, deadline=deadline)
+
+    def _now(self) -> RateLimitAdmission | None:
+        key = getattr(self._current, "key", None)
+        return None if key is None else self.policy(key)
+
+    def admit_retry(self, stop: threading.Event) -> bool:
+        """A retry takes a request from its own key's bucket."""
+        policy = self._now()
+        return policy.admit_retry(stop) if policy is not None else not stop.is_set()
+
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
+        """The response's limits and pause go to its call's key."""
+        policy = self._now()
+        if policy is not None:
+            policy.observe(status_code, headers)
+
+    def settle(self, event: Any, reserved: int) -> None:
+        """Correct the key's token bucket by the reported usage."""
+        self._current.key = None
+        self.policy(self._key_of(event)).settle(event, reserved)
+
+    def release(self, event: Any, reserved: int) -> None:
+        """A call admitted but not run gives its tokens back to its key."""
+        self._current.key = None
+        self.policy(self._key_of(event)).release(event, reserved)
+
+    def wake(self) -> None:
+        """Wake every key's waiters."""
+        self.keyed.wake()
+
+    def after_fork(self) -> None:
+        """Fresh limiters in a forked child."""
+        self.keyed.after_fork()
+        self._policies = {}
+        self._current = threading.local()
+
+
+def _names_rate_limit(headers: Mapping[str, str]) -> bool:
+    """Whether a 429's headers state a rate limit (else it is an overload)."""
+    info = parse_rate_limit_headers(headers)
+    return info.limit_requests is not None or info.remaining_requests is not None or (
+        info.limit_tokens is not None or info.remaining_tokens is not None
+    )
+
+
 class RateLimitedExecutor(Executor):
     """An executor whose calls stay inside request and token limits.
 
@@ -149,6 +271,19 @@ class RateLimitedExecutor(Executor):
         policies: More admission policies asked after the rate limit (e.g. a
             spending cap, a concurrency limit), chained with
             :class:`~apiexec.execution.admission.Chain`.
+        limits: Limits per key (model): ``{"gpt-4o": RateLimits.per_minute(...),
+            "*": ...}`` or a :class:`~apiexec.limits.keyed.KeyedLimits`. Each
+            call then also waits for its own key's buckets (see
+            :func:`limit_key_of`), which learn from that key's responses; a
+            429 pauses only its key. ``limit_requests``/``limit_tokens``
+            stay an overall limit across keys. With ``storage``, each key's
+            buckets live under ``{key}:{model}``.
+        adaptive: Adapt the calls in flight to the server (AIMD, see
+            :mod:`apiexec.limits.adaptive`), up to ``concurrency_limit``:
+            True, or an :class:`~apiexec.limits.adaptive.AIMD` for other
+            rules. Off by default in the library (the command line turns it
+            on). Shared through ``storage`` under ``{key}:adaptive``; the
+            limit is the ``concurrency_limit`` gauge of ``metrics``.
 
     Raises:
         ConfigError: A limit, the interval, a queue setting or the storage
@@ -171,6 +306,8 @@ class RateLimitedExecutor(Executor):
         backend: LimitBackend | None = None,
         clock: Clock = time.monotonic,
         policies: Sequence[Admission] = (),
+        limits: KeyedLimits | Mapping[str, RateLimits] | None = None,
+        adaptive: bool | AIMD = False,
     ) -> None:
         check_positive_number("interval", interval)
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
@@ -184,12 +321,31 @@ class RateLimitedExecutor(Executor):
         self.limit_tokens = limit_tokens
         self.storage = storage
         self.key = key
+        keyed = _keyed_limits(limits)
         limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
-        self.rate_admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time)
-        admission: Admission = self.rate_admission
-        if policies:
-            admission = Chain(self.rate_admission, *policies)
+        self.rate_admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time, learn=keyed is None)
+        chain: list[Admission] = [self.rate_admission]
+        self.keyed_admission: KeyedRateLimitAdmission | None = None
+        if keyed is not None:  # each model's wait first: the overall bucket is not held while one model waits
+            opener = memory_backends(clock) if self.storage == DEFAULT_STORAGE else storage_backends(self.storage, key)
+            keyed_limiter = KeyedLimiter(keyed, open_backend=opener, max_wait=capacity_refresh_time)
+            self.keyed_admission = KeyedRateLimitAdmission(keyed_limiter, max_wait=capacity_refresh_time)
+            chain.insert(0, self.keyed_admission)
+        self.adaptive_admission: AdaptiveAdmission | None = None
+        if adaptive:
+            workers = queue_config.concurrency_limit or DEFAULT_CONCURRENCY
+            rules = adaptive if isinstance(adaptive, AIMD) else AIMD(max_limit=workers)
+            store = adaptive_store_from_url(self.storage, key=f"{key}:adaptive", rules=rules, clock=clock)
+            self.adaptive_admission = AdaptiveAdmission(
+                store, rules, max_wait=capacity_refresh_time, names_rate_limit=_names_rate_limit
+            )
+            chain.append(self.adaptive_admission)
+        chain.extend(policies)
+        admission: Admission = chain[0] if len(chain) == 1 else Chain(*chain)
         super().__init__(event_type, queue_config, admission=admission)
+        if self.adaptive_admission is not None:
+            gate = self.adaptive_admission  # the gauge holds the policy, not the executor
+            self.metrics.gauge("concurrency_limit", lambda: gate.limit)
 
     def _open_storage(self, clock: Clock) -> LimitBackend:
         if self.storage == DEFAULT_STORAGE:
@@ -236,6 +392,17 @@ class RateLimitedExecutor(Executor):
             CapacityError: The event needs more tokens than ``limit_tokens``.
         """
         return self.limiter.try_acquire(tokens_of(event))
+
+
+def _keyed_limits(limits: KeyedLimits | Mapping[str, Any] | None) -> KeyedLimits | None:
+    """``limits=`` as :class:`KeyedLimits` (RateLimits values, or settings tables)."""
+    if limits is None or isinstance(limits, KeyedLimits):
+        return limits
+    if not isinstance(limits, Mapping):
+        raise ConfigError("limits", f"must map keys (models) to RateLimits, got {type(limits).__name__}")
+    if all(isinstance(value, RateLimits) for value in limits.values()):
+        return KeyedLimits(dict(limits))
+    return KeyedLimits.from_mapping(limits)
 
 
 @contextlib.contextmanager
