@@ -255,7 +255,9 @@ def _run(args: argparse.Namespace) -> int:
             summary = run_batch(options)
         except BatchInterrupted as exc:
             summary = exc.summary
-    return _report(summary, quiet=args.quiet)
+        # Inside the block: after abandoned calls, _report leaves at once, without
+        # waiting for the --mock server to finish answering them.
+        return _report(summary, quiet=args.quiet)
 
 
 def _report(summary: BatchSummary, *, quiet: bool) -> int:

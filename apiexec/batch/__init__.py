@@ -8,6 +8,8 @@ Example:
     ...                                  endpoint=config))          # doctest: +SKIP
 """
 
+from apiexec.batch.journal import NotAJournal
+from apiexec.batch.lock import OutputLocked
 from apiexec.batch.runner import BatchInterrupted, BatchOptions, BatchSummary, run_batch
 
-__all__ = ["BatchInterrupted", "BatchOptions", "BatchSummary", "run_batch"]
+__all__ = ["BatchInterrupted", "BatchOptions", "BatchSummary", "NotAJournal", "OutputLocked", "run_batch"]
