@@ -219,7 +219,7 @@ def _drive(
     options = run.options
     watcher = SignalWatcher(options.stop_signals, run.on_signal)
     stack.callback(watcher.close)
-    mode = "off" if not options.progress else "bar" if sys.stderr.isatty() else "lines"
+    mode = "off" if not options.progress else "bar" if _interactive() else "lines"
     progress = Progress(mode, run.progress_state, sys.stderr, options.progress_interval)
     executor.start()
     abandoned = False
@@ -239,6 +239,11 @@ def _drive(
         executor.shutdown(wait=not abandoned)
         progress.close()
     return finished_input and not run.halted
+
+
+def _interactive() -> bool:
+    """A terminal, or a Jupyter kernel (where tqdm.auto draws a widget)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
 def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
