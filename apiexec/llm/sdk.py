@@ -40,7 +40,7 @@ import contextvars
 import functools
 import importlib
 import logging
-import socket
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Final
@@ -224,7 +224,7 @@ def limited_transport(
 
     Args:
         inner: The transport that really sends (default: an
-            ``HTTPTransport`` with the SDKs' pool size and TCP keep-alive).
+            ``HTTPTransport`` with the SDKs' pool size).
         sdk: The SDK it is for (see :func:`httpx_module`).
         dialect: Rate-limit header dialect (``"openai"``, ``"anthropic"``,
             ``"groq"``, ...); None detects it from the header names.
@@ -243,13 +243,7 @@ def limited_transport(
         >>> transport.close()
     """
     httpx = httpx_module(sdk)
-    if inner is None:
-        inner = httpx.HTTPTransport(
-            limits=httpx.Limits(
-                max_connections=DEFAULT_MAX_CONNECTIONS, max_keepalive_connections=DEFAULT_MAX_KEEPALIVE
-            ),
-            socket_options=[(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)],
-        )
+    inner = httpx.HTTPTransport(limits=_default_limits(httpx)) if inner is None else inner
     return _transport_class(httpx)(inner, dialect=dialect, waiter=waiter)
 
 
@@ -264,11 +258,12 @@ def http_client(sdk: Any = None, *, dialect: str | None = None, transport: Any =
         sdk: The SDK it is for (module, client class or name): picks the
             httpx module the SDK accepts and its default timeout.
         dialect: Rate-limit header dialect (None: detect from the names).
-        transport: The transport that really sends (default: see
-            :func:`limited_transport`); wrapped, never replaced.
+        transport: The transport that really sends (default: httpx's own,
+            with the SDKs' pool size); wrapped, never replaced.
         **client_kwargs: More ``httpx.Client`` arguments (``timeout``,
-            ``headers``, ``proxy``, ...). Transports of ``mounts`` (and those
-            httpx mounts for proxies from the environment) are wrapped too.
+            ``limits``, ``proxy``, ``verify``, ``mounts``, ...). Every
+            transport the client gets (mounts and proxies from the
+            environment included) is wrapped.
 
     Returns:
         An ``httpx.Client`` (or ``httpx2.Client``).
@@ -285,36 +280,43 @@ def http_client(sdk: Any = None, *, dialect: str | None = None, transport: Any =
     httpx = httpx_module(sdk)
     client_kwargs.setdefault("timeout", _default_timeout(httpx, sdk))
     client_kwargs.setdefault("follow_redirects", True)
-    client = httpx.Client(transport=limited_transport(transport, sdk=sdk, dialect=dialect), **client_kwargs)
-    _wrap_mounts(client, sdk, dialect)
+    client_kwargs.setdefault("limits", _default_limits(httpx))
+    if transport is not None:
+        client_kwargs["transport"] = transport
+    # httpx builds its transports (proxies from the environment included,
+    # which it skips when given a transport); then each one is wrapped.
+    client = httpx.Client(**client_kwargs)
+    _wrap_transports(client, sdk, dialect)
     return client
 
 
 def _default_timeout(httpx: types.ModuleType, sdk: Any) -> Any:
     """The SDK's own default timeout when it exports one, else the same values."""
-    if sdk is not None:
-        try:
-            found = getattr(importlib.import_module(_sdk_root(sdk)), "DEFAULT_TIMEOUT", None)
-        except ImportError:
-            found = None
-        if isinstance(found, httpx.Timeout):
-            return found
-    return httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
+    found = getattr(sys.modules.get(_sdk_root(sdk)) if sdk is not None else None, "DEFAULT_TIMEOUT", None)
+    return found if isinstance(found, httpx.Timeout) else httpx.Timeout(DEFAULT_READ_TIMEOUT, connect=DEFAULT_CONNECT_TIMEOUT)
 
 
-def _wrap_mounts(client: Any, sdk: Any, dialect: str | None) -> None:
-    """Wrap the transports of ``mounts=`` and of proxies named in the environment.
+def _default_limits(httpx: types.ModuleType) -> Any:
+    return httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS, max_keepalive_connections=DEFAULT_MAX_KEEPALIVE)
 
-    httpx builds the latter itself (``trust_env``): left alone, requests
-    through a proxy would bypass the limiter. ``_mounts`` is httpx's private
-    map of URL patterns to transports (the same in httpx and httpx2).
+
+def _wrap_transports(client: Any, sdk: Any, dialect: str | None) -> None:
+    """Wrap every transport of the client: the default, ``mounts=`` and proxies.
+
+    ``_transport`` and ``_mounts`` are httpx's private attributes (the same
+    in httpx and httpx2): the public ``transport=`` would make httpx skip
+    the proxies named in the environment.
+
+    Raises:
+        TypeError: An httpx without them (pass ``transport=`` to
+            :func:`limited_transport` and build the client yourself).
     """
-    mounts = getattr(client, "_mounts", None)
-    if not isinstance(mounts, dict):
-        return
-    for pattern, inner in list(mounts.items()):
-        if inner is not None and not isinstance(inner, _Reporting):
-            mounts[pattern] = limited_transport(inner, sdk=sdk, dialect=dialect)
+    if not hasattr(client, "_transport") or not isinstance(getattr(client, "_mounts", None), dict):
+        raise TypeError(f"{type(client).__module__}.Client has no transports to wrap: use limited_transport()")
+    client._transport = limited_transport(client._transport, sdk=sdk, dialect=dialect)
+    for pattern, inner in list(client._mounts.items()):
+        if inner is not None:
+            client._mounts[pattern] = limited_transport(inner, sdk=sdk, dialect=dialect)
 
 
 def _timeout_phase(exc: BaseException) -> str | None:
