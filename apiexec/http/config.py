@@ -73,6 +73,16 @@ AUTH_TYPES: Final = frozenset({"bearer", "x-api-key", "api-key", "none"})
 TRANSPORT_TYPES: Final = frozenset({"http"})
 #: Rate-limit header dialects (see :mod:`apiexec.http.rate_limit_headers`).
 RATE_LIMIT_DIALECTS: Final = frozenset({"auto", "openai", "azure", "anthropic", "groq", "openrouter", "suffixed"})
+#: The dialect a provider name implies when ``rate_limit_dialect`` is ``auto``
+#: (Groq's headers look like OpenAI's but count requests per day).
+DIALECT_OF_PROVIDER: Final = {
+    "openai": "openai",
+    "azure": "azure",
+    "anthropic": "anthropic",
+    "groq": "groq",
+    "openrouter": "openrouter",
+    "cerebras": "suffixed",
+}
 
 
 class _FrozenHeaders(Mapping[str, "str | Secret"]):
@@ -264,6 +274,13 @@ class EndpointConfig:
         if self.auth_type in ("x-api-key", "api-key"):
             return {self.auth_type: key}
         return {"Authorization": f"Bearer {key}"}
+
+    @property
+    def header_dialect(self) -> str:
+        """``rate_limit_dialect``, or for ``auto`` the one the provider name implies."""
+        if self.rate_limit_dialect != "auto":
+            return self.rate_limit_dialect
+        return DIALECT_OF_PROVIDER.get(self.provider.strip().lower(), "auto")
 
     def request_headers(self) -> dict[str, str]:
         """Auth headers, then default headers, with every Secret revealed."""

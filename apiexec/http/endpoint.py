@@ -239,7 +239,7 @@ class Endpoint:
     def _note(self, response: requests.Response) -> None:
         headers: Mapping[str, str] = response.headers
         if isinstance(headers, Mapping):
-            headers = tag_dialect(headers, self.config.rate_limit_dialect)
+            headers = tag_dialect(headers, self.config.header_dialect)
         note_response(response.status_code, headers)
 
     def _parse(self, response: requests.Response) -> Any:

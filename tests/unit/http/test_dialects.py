@@ -121,3 +121,12 @@ def test_tagged_headers_stay_case_insensitive_for_other_observers():
     tagged = tag_dialect({"X-Request-Id": "req_1", "Retry-After": "2"}, "openai")
     assert tagged["x-request-id"] == tagged["X-REQUEST-ID"] == "req_1"
     assert "retry-after" in tagged
+
+
+def test_a_config_named_groq_reads_groq_headers_without_a_preset():
+    from apiexec import EndpointConfig
+
+    cfg = EndpointConfig(provider="groq", endpoint="chat/completions", base_url="https://api.groq.com/openai/v1")
+    assert cfg.header_dialect == "groq"
+    assert EndpointConfig(provider="mine", endpoint="x", base_url="http://h").header_dialect == "auto"
+    assert EndpointConfig(provider="groq", endpoint="x", base_url="http://h", rate_limit_dialect="openai").header_dialect == "openai"
