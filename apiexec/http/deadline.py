@@ -90,6 +90,12 @@ class Alarm:
     ``reason`` says why it is set: ``"deadline"`` (the call's total deadline)
     or ``"idle"`` (a stream's limit for the next event). After it went off,
     ``fired`` holds that reason.
+
+    Example:
+        >>> alarm = WATCHDOG.alarm()
+        >>> alarm.set(10**9, "deadline")   # far away
+        >>> alarm.cancel(); alarm.fired is None
+        True
     """
 
     def __init__(self, watchdog: Watchdog, deadline: CallDeadline | None = None) -> None:
@@ -147,7 +153,16 @@ class Alarm:
 
 
 class Watchdog:
-    """One thread that fires due alarms, earliest first."""
+    """One thread that fires due alarms, earliest first.
+
+    Args:
+        clock: The monotonic clock alarms are set on.
+
+    Example:
+        >>> dog = Watchdog()
+        >>> dog.alarm().fired is None
+        True
+    """
 
     def __init__(self, clock: Waiter = REAL) -> None:
         self._clock = clock

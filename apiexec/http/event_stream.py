@@ -55,6 +55,14 @@ class EventStream:
         mapper: Maps failures to apiexec errors.
         deadline: The call's total deadline.
         alarm: The attempt's alarm, attached to the response's connection.
+
+    Example:
+        >>> events = EventStream(response, config, ErrorMapper(config), deadline, alarm)  # doctest: +SKIP
+        >>> try:                                                                       # doctest: +SKIP
+        ...     for data in events:
+        ...         print(data["choices"][0]["delta"])
+        ... finally:
+        ...     events.close()
     """
 
     def __init__(

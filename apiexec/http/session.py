@@ -90,6 +90,11 @@ class PooledAdapter(HTTPAdapter):
         timeout: Default ``(connect, read)`` timeouts.
         pool_maxsize: Connections kept per host.
         max_body_bytes: Largest body accepted.
+
+    Example:
+        >>> adapter = PooledAdapter((10.0, 120.0), pool_maxsize=32, max_body_bytes=2**20)
+        >>> adapter.default_timeout, adapter.max_body_bytes
+        ((10.0, 120.0), 1048576)
     """
 
     def __init__(self, timeout: tuple[float, float], pool_maxsize: int, max_body_bytes: int = 1 << 40) -> None:
@@ -156,6 +161,11 @@ class CredentialSession(requests.Session):
 
     Args:
         secret_headers: Lower-case names of the headers that carry credentials.
+
+    Example:
+        >>> session = CredentialSession(frozenset({"x-goog-api-key"}))
+        >>> "x-goog-api-key" in session.secret_headers
+        True
     """
 
     def __init__(self, secret_headers: frozenset[str] = frozenset()) -> None:
@@ -173,7 +183,15 @@ class CredentialSession(requests.Session):
 
 
 def create_session(config: EndpointConfig) -> requests.Session:
-    """A new session for ``config``: pool, timeouts, redirects, environment."""
+    """A new session for ``config``: pool, timeouts, redirects, environment.
+
+    Example:
+        >>> cfg = EndpointConfig(provider="t", endpoint="chat", base_url="http://127.0.0.1:9/v1")
+        >>> session = create_session(cfg)
+        >>> type(session.get_adapter("http://127.0.0.1:9/v1")).__name__
+        'PooledAdapter'
+        >>> session.close()
+    """
     install_log_filter()
     session = CredentialSession(config.secret_header_names())
     adapter = PooledAdapter((config.connect_timeout, config.timeout), config.pool_maxsize, config.max_body_bytes)
