@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from apiexec._checks import check_positive_number
 from apiexec.errors import ConfigError, DeadlineExceeded, StorageError
@@ -47,12 +47,11 @@ from apiexec.limits.adaptive_store import adaptive_store_from_url
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
 from apiexec.limits.keyed import DEFAULT_LIMIT_KEY, KeyedLimiter, KeyedLimits, memory_backends, storage_backends
 from apiexec.limits.limiter import RateLimiter
-from apiexec.limits.rate_limits import RateLimits
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL: Final = 60.0
 
 
 class RateLimitAdmission:
@@ -284,6 +283,11 @@ class RateLimitedExecutor(Executor):
             rules. Off by default in the library (the command line turns it
             on). Shared through ``storage`` under ``{key}:adaptive``; the
             limit is the ``concurrency_limit`` gauge of ``metrics``.
+        burst: Most requests sent at once (the request bucket's capacity);
+            None for the default rule: about one second's worth for large
+            per-minute limits, the whole limit for small ones (see
+            :mod:`apiexec.limits.rate_limits`).
+        token_burst: Most tokens taken at once; None for the default rule.
 
     Raises:
         ConfigError: A limit, the interval, a queue setting or the storage
@@ -308,6 +312,8 @@ class RateLimitedExecutor(Executor):
         policies: Sequence[Admission] = (),
         limits: KeyedLimits | Mapping[str, RateLimits] | None = None,
         adaptive: bool | AIMD = False,
+        burst: float | None = None,
+        token_burst: float | None = None,
     ) -> None:
         check_positive_number("interval", interval)
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
@@ -319,6 +325,10 @@ class RateLimitedExecutor(Executor):
         self.interval = float(interval)
         self.limit_requests = limit_requests
         self.limit_tokens = limit_tokens
+        #: The overall limits, one value from these arguments down to the backend.
+        self.rate_limits = RateLimits(
+            requests=limit_requests, tokens=limit_tokens, interval=interval, burst=burst, token_burst=token_burst
+        )
         self.storage = storage
         self.key = key
         keyed = _keyed_limits(limits)
@@ -349,14 +359,8 @@ class RateLimitedExecutor(Executor):
 
     def _open_storage(self, clock: Clock) -> LimitBackend:
         if self.storage == DEFAULT_STORAGE:
-            return MemoryBackend(self.limit_requests, self.limit_tokens, self.interval, clock)
-        return backend_from_url(
-            self.storage,
-            key=self.key,
-            limit_requests=self.limit_requests,
-            limit_tokens=self.limit_tokens,
-            interval=self.interval,
-        )
+            return MemoryBackend(limits=self.rate_limits, clock=clock)
+        return backend_from_url(self.storage, key=self.key, limits=self.rate_limits)
 
     @property
     def limiter(self) -> RateLimiter:

@@ -290,3 +290,19 @@ def test_a_failing_settlement_does_not_lose_the_result(caplog):
     with ex:
         assert ex.submit(Event(lambda: "kept")).result(timeout=5) == "kept"
     assert "bookkeeping broke" in caplog.text
+
+
+def test_burst_sets_the_request_bucket_capacity():
+    ex = RateLimitedExecutor(limit_requests=12_000, interval=60.0, burst=20)
+    assert ex.available_request == 20
+    assert ex.rate_limits.request_capacity == 20
+
+
+def test_default_burst_is_about_one_second_for_large_per_minute_limits():
+    ex = RateLimitedExecutor(limit_requests=12_000, interval=60.0)
+    assert 150 <= ex.available_request <= 200  # not the whole minute's 12,000
+
+
+def test_absurd_burst_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="burst"):
+        RateLimitedExecutor(limit_requests=100, burst=0)
