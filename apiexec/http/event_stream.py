@@ -96,6 +96,10 @@ class EventStream:
                 raise ConnectionError("the stream was cut at its time limit")
         except BODY_ERRORS as exc:
             self._done = True
+            if self._final_seen and self._alarm.fired == "idle":
+                # The answer was complete; a server that then neither closes nor sends
+                # [DONE] must not turn it into a failure.
+                raise StopIteration from None
             raise self._mapper.transport_error(
                 exc, phase="stream", deadline=self._deadline, alarm=self._alarm
             ) from exc

@@ -280,3 +280,15 @@ def test_the_deadline_holds_through_an_http_proxy(monkeypatch):
                 ep.call(BODY)
             assert time.monotonic() - start < 3.0
     assert proxy.requests[0]["path"] == "http://api.example.invalid/v1/chat"
+
+
+def test_a_stream_that_stalls_after_its_final_event_is_complete():
+    def script(conn, req):
+        conn.sendall(SSE_HEAD + chunk("a") + chunk("", "stop"))
+        time.sleep(5)  # neither [DONE] nor a close
+
+    with ScriptedServer(script) as srv:
+        with endpoint(srv, timeout=0.5) as ep:
+            start = time.monotonic()
+            assert len(list(ep.stream(BODY))) == 2
+            assert time.monotonic() - start < 3.0
