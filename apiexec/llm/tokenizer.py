@@ -247,8 +247,8 @@ def _blob_is_valid(path: str, expected_sha256: str) -> bool:
 def _load_encoding(encoding_name: str, blob_path: str) -> _Encoder | None:
     """Loads a tiktoken encoding from its cached BPE file, never downloading.
 
-    Cached per (encoding, file path), failures included: a file that appears
-    later is only noticed by a new process or a changed cache directory.
+    Called once the file is in the cache (see ``_ensure_blob``). Cached per
+    (encoding, file path), a failure of tiktoken itself included.
 
     Args:
         encoding_name: A key of ``_TIKTOKEN_BLOBS``.
