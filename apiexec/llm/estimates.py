@@ -148,6 +148,10 @@ def _content_tokens(content: Any, count: TokenCounter) -> int:
     return _part_tokens(content, count)
 
 
+#: Chat roles, each a single token.
+ROLES: Final[frozenset[str]] = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+
+
 def _message_tokens(message: Any, count: TokenCounter) -> int:
     """Counts one chat message the way OpenAI's cookbook does: every field plus overhead."""
     if not isinstance(message, Mapping):
@@ -156,6 +160,8 @@ def _message_tokens(message: Any, count: TokenCounter) -> int:
     for key, value in message.items():
         if key == "content":
             tokens += _content_tokens(value, count)
+        elif key == "role" and isinstance(value, str) and value in ROLES:
+            tokens += 1  # one token in every OpenAI encoding; the heuristic's margin is for free text
         elif key == "name":
             tokens += NAME_OVERHEAD_TOKENS + _value_tokens(value, count)
         elif not isinstance(value, (bool, int, float)):

@@ -32,6 +32,7 @@ from apiexec.llm.tokens import (
 )
 
 MSG: int = MESSAGE_OVERHEAD_TOKENS
+ROLE: int = 1  # a chat role is one token in every encoding
 PRIMING: int = REPLY_PRIMING_TOKENS
 
 
@@ -91,6 +92,13 @@ def test_heuristic_never_counts_fewer_tokens_than_tiktoken(text: str, cl100k: in
     assert heuristic_count(text) >= max(cl100k, o200k)
 
 
+@pytest.mark.parametrize(("text", "cl100k", "o200k"), TRUE_COUNTS)
+def test_chat_estimate_never_below_the_cookbook_count(text: str, cl100k: int, o200k: int) -> None:
+    """The exact count of a one-message chat (OpenAI cookbook): 3 + role + content + 3 for the reply."""
+    exact = MSG + ROLE + max(cl100k, o200k) + PRIMING
+    assert estimate_prompt_tokens(chat({"role": "user", "content": text})) >= exact
+
+
 def test_heuristic_stays_close_on_english_prose() -> None:
     prose = [(t, c) for t, c, _ in TRUE_COUNTS if len(t) > 80]
     for text, exact in prose:
@@ -124,8 +132,8 @@ def test_openai_chat_string_content() -> None:
         {"role": "system", "content": "You are a helpful assistant."},  # 28 chars
         {"role": "user", "content": "Hello!"},
     )
-    system = MSG + heuristic_count("system") + heuristic_count("You are a helpful assistant.")
-    user = MSG + heuristic_count("user") + heuristic_count("Hello!")
+    system = MSG + ROLE + heuristic_count("You are a helpful assistant.")
+    user = MSG + ROLE + heuristic_count("Hello!")
     assert estimate_prompt_tokens(request) == system + user + PRIMING
 
 
@@ -161,7 +169,7 @@ def test_openai_chat_multi_part_content() -> None:
     url = "https://upload.wikimedia.org/wikipedia/commons/boardwalk.jpg"
     high = {"type": "image_url", "image_url": {"url": url}}
     low = {"type": "image_url", "image_url": {"url": url, "detail": "low"}}
-    base = MSG + heuristic_count("user") + heuristic_count(text["text"]) + PRIMING
+    base = MSG + ROLE + heuristic_count(text["text"]) + PRIMING
     assert estimate_prompt_tokens(chat({"role": "user", "content": [text]})) == base
     assert (
         estimate_prompt_tokens(chat({"role": "user", "content": [text, high]}))
@@ -229,9 +237,9 @@ def test_responses_api_message_items() -> None:
         "max_output_tokens": 500,
     }
     h = heuristic_count
-    first = MSG + h("user") + h("abcdefgh") + LOW_DETAIL_IMAGE_TOKENS
-    second = MSG + h("assistant") + h("abcd")
-    third = MSG + h("message") + h("user") + h("abcd")
+    first = MSG + ROLE + h("abcdefgh") + LOW_DETAIL_IMAGE_TOKENS
+    second = MSG + ROLE + h("abcd")
+    third = MSG + h("message") + ROLE + h("abcd")
     assert estimate_prompt_tokens(request) == first + second + third
     assert estimate_tokens(request) == first + second + third + 500
 
@@ -289,9 +297,9 @@ def test_anthropic_messages_with_system_blocks_and_tools() -> None:
     tool_use = heuristic_count("get_weather") + heuristic_count('{"location": "SF"}')
     h = heuristic_count
     messages = (
-        (MSG + h("user") + h("abcdefgh") + ANTHROPIC_IMAGE_TOKENS)
-        + (MSG + h("assistant") + tool_use)
-        + (MSG + h("user") + h("abcd"))
+        (MSG + ROLE + h("abcdefgh") + ANTHROPIC_IMAGE_TOKENS)
+        + (MSG + ROLE + tool_use)
+        + (MSG + ROLE + h("abcd"))
         + PRIMING
     )
     system = h("You are a poet.") + h("abcd")
@@ -302,7 +310,7 @@ def test_anthropic_messages_with_system_blocks_and_tools() -> None:
 def test_anthropic_string_system() -> None:
     request = {"system": "abcdefgh", "messages": [{"role": "user", "content": "abcd"}]}
     h = heuristic_count
-    assert estimate_prompt_tokens(request) == h("abcdefgh") + MSG + h("user") + h("abcd") + PRIMING
+    assert estimate_prompt_tokens(request) == h("abcdefgh") + MSG + ROLE + h("abcd") + PRIMING
 
 
 @pytest.mark.parametrize(
