@@ -44,6 +44,7 @@ from apiexec.batch.runner import (
 from apiexec.errors import APIExecError, ConfigError
 from apiexec.http.config import EndpointConfig
 from apiexec.http.presets import PRESETS, preset_config
+from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.mock import command as mock_command
 
@@ -162,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokens-per-minute", type=_number(float, low=0.0, high=1e15, strict_low=True),
                      help="token limit; tokens are estimated per line when set")
     run.add_argument("--concurrency", type=_number(int, low=1, high=MAX_BATCH_CONCURRENCY),
-                     default=DEFAULT_BATCH_CONCURRENCY, help="calls in flight at once")
+                     default=DEFAULT_BATCH_CONCURRENCY,
+                     help="most calls in flight at once; below it the number adapts to the server")
+    run.add_argument("--no-adaptive", action="store_true",
+                     help="keep exactly --concurrency calls in flight instead of adapting to the server")
+    run.add_argument("--limits", type=Path, metavar="FILE",
+                     help='limits per model, JSON or TOML: {"gpt-4o": {"requests_per_minute": 500, '
+                     '"tokens_per_minute": 30000}, "*": {...}}; models not listed learn theirs from the server')
     run.add_argument("--limit-storage", metavar="URL", default=DEFAULT_STORAGE,
                      help="where the limits live, shared by every process naming it: memory:// , "
                      "sqlite:///limits.db (one host) or redis://host:6379/0 (many hosts)")
@@ -243,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
             requests_per_minute=args.requests_per_minute or mock_rpm,
             tokens_per_minute=args.tokens_per_minute,
             concurrency=args.concurrency,
+            adaptive=not args.no_adaptive,
+            limits=None if args.limits is None else KeyedLimits.load(args.limits),
             force=args.force,
             progress=not (args.no_progress or args.quiet),
             progress_interval=args.progress_interval,

@@ -40,8 +40,10 @@ class ProgressState:
         failed: Of those, failures.
         skipped: Lines not sent: already done, or invalid.
         tokens: Tokens the answers report.
+        cost: Dollars the answers cost so far (earlier runs included), or None.
         elapsed: Seconds since the first line was sent.
         waiting: Seconds the run has been waiting on a rate limit, or None.
+        concurrency: The adaptive limit on calls in flight, or None.
     """
 
     total: int | None = None
@@ -49,8 +51,10 @@ class ProgressState:
     failed: int = 0
     skipped: int = 0
     tokens: int = 0
+    cost: float | None = None
     elapsed: float = 0.0
     waiting: float | None = None
+    concurrency: float | None = None
 
 
 def plain_line(state: ProgressState) -> str:
@@ -65,6 +69,10 @@ def plain_line(state: ProgressState) -> str:
     if state.total is not None and rate > 0:
         parts.append(f"ETA {_duration(max(state.total - state.done, 0) / rate)}")
     parts.append(f"{state.tokens} tokens")
+    if state.cost is not None:
+        parts.append(f"${state.cost:.4f}")
+    if state.concurrency is not None:
+        parts.append(f"concurrency {state.concurrency:.0f}")
     if state.waiting is not None:
         parts.append(f"waiting on a rate limit for {_duration(state.waiting)}")
     return ", ".join(parts)
@@ -138,8 +146,12 @@ class Progress:
         if state.done > bar.n:
             bar.update(state.done - bar.n)
         postfix = {"failed": state.failed, "tokens": state.tokens}
+        if state.cost is not None:
+            postfix["cost"] = f"${state.cost:.4f}"  # type: ignore[assignment]
         if state.skipped:
             postfix["skipped"] = state.skipped
+        if state.concurrency is not None:
+            postfix["concurrency"] = round(state.concurrency)
         if state.waiting is not None:
             postfix["waiting on limit"] = _duration(state.waiting)  # type: ignore[assignment]
         bar.set_postfix(postfix, refresh=True)

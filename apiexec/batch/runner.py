@@ -40,6 +40,7 @@ from typing import Final
 
 from apiexec._checks import check_at_most, check_int, check_positive_number
 from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES, refusal_reason
+from apiexec.batch.fit import fit_executor, with_concurrency
 from apiexec.batch.id_set import IdSet
 from apiexec.batch.journal import Journal, done_marker, row_key
 from apiexec.batch.lines import STDIN, BatchLine, read_batch
@@ -52,6 +53,7 @@ from apiexec.batch.summary import BatchInterrupted, BatchSummary
 from apiexec.errors import BudgetExceeded, ConfigError, StorageError
 from apiexec.http.config import EndpointConfig
 from apiexec.limits.bucket import LimitBackend
+from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.llm.api_calling import APICalling
 from apiexec.rate_limited import RateLimitedExecutor
@@ -93,6 +95,10 @@ class BatchOptions:
         stop_signals: Signals that stop the run gracefully (first) or
             abandon the calls in flight (second); handled only when
             :func:`run_batch` runs on the main thread.
+        limits: Limits per model (``--limits FILE``); models not listed
+            learn theirs from the server (see :mod:`apiexec.batch.fit`).
+        adaptive: Adapt the calls in flight to the server, up to
+            ``concurrency`` (False: exactly ``concurrency``).
 
     Raises:
         ConfigError: A value is out of range (the message names the field).
@@ -113,6 +119,8 @@ class BatchOptions:
     backend: LimitBackend | None = None
     breaker_connection_failures: int = DEFAULT_CONNECTION_FAILURES
     stop_signals: tuple[int, ...] = (signal.SIGINT,)
+    limits: KeyedLimits | None = None
+    adaptive: bool = True
 
     def __post_init__(self) -> None:
         check_int("concurrency", self.concurrency, low=1)
@@ -170,16 +178,8 @@ def run_batch(options: BatchOptions) -> BatchSummary:
 
 def _execute(options: BatchOptions) -> BatchSummary:
     start = time.monotonic()
-    executor = RateLimitedExecutor(  # first: a bad or unreachable storage fails before any file is touched
-        queue_capacity=max(_QUEUE_AHEAD * options.concurrency, 16),
-        interval=60.0,
-        limit_requests=options.requests_per_minute,
-        limit_tokens=options.tokens_per_minute,
-        concurrency_limit=options.concurrency,
-        storage=options.limit_storage,
-        key=options.limit_key,
-        backend=options.backend,
-    )
+    # First: a bad or unreachable storage fails before any file is touched.
+    executor = fit_executor(options, window=max(_QUEUE_AHEAD * options.concurrency, 16))
     with ExitStack() as stack:
         for path in filter(None, (options.output, options.errors_output)):
             stack.enter_context(OutputLock(path))
@@ -220,7 +220,7 @@ def _drive(
     watcher = SignalWatcher(options.stop_signals, run.on_signal)
     stack.callback(watcher.close)
     mode = "off" if not options.progress else "bar" if _interactive() else "lines"
-    progress = Progress(mode, run.progress_state, sys.stderr, options.progress_interval)
+    progress = Progress(mode, with_concurrency(run.progress_state, executor), sys.stderr, options.progress_interval)
     executor.start()
     abandoned = False
     try:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from apiexec import clock
-from apiexec.errors import DeadlineExceeded
+from apiexec.errors import DeadlineExceeded, StorageError
 from apiexec.limits.adaptive import AIMD, AIMDState
 from apiexec.limits.adaptive_store import AdaptiveStore
 
@@ -191,14 +191,19 @@ class AdaptiveAdmission:
         self.gate = ConcurrencyGate(store, rules, waiter=waiter, max_wait=max_wait)
         self._names_rate_limit = names_rate_limit
         self._call = _Call()
+        self._last_limit = rules.start().limit
 
     def __repr__(self) -> str:
         return f"AdaptiveAdmission(limit={self.limit:.1f}, max={self.gate.rules.max_limit:g})"
 
     @property
     def limit(self) -> float:
-        """The current limit (calls allowed in flight)."""
-        return self.gate.store.read()[0].limit
+        """The current limit (calls allowed in flight); the last known one while the storage fails."""
+        try:
+            self._last_limit = self.gate.store.read()[0].limit
+        except StorageError:
+            pass
+        return self._last_limit
 
     @property
     def in_flight(self) -> int:
@@ -221,7 +226,7 @@ class AdaptiveAdmission:
     def admit_retry(self, stop: threading.Event) -> bool:
         """A retry keeps its slot; an attempt that got no response was an overload."""
         if self._call.held and not self._call.responded:
-            self.gate.overload("a call got no response (connection failure or timeout)")
+            self._signal(self.gate.overload, "a call got no response (connection failure or timeout)")
         self._begin_attempt()
         return not stop.is_set()
 
@@ -232,11 +237,11 @@ class AdaptiveAdmission:
             return
         call.responded = True
         if status_code in OVERLOAD_STATUSES:
-            self.gate.overload(f"the server answered {status_code}")
+            self._signal(self.gate.overload, f"the server answered {status_code}")
         elif status_code == 429 and not self._names_rate_limit(headers):
-            self.gate.overload("the server answered 429 without a rate limit")
+            self._signal(self.gate.overload, "the server answered 429 without a rate limit")
         elif 200 <= status_code < 300:
-            self.gate.success(self.gate.waiter.now() - call.started)
+            self._signal(self.gate.success, self.gate.waiter.now() - call.started)
 
     def settle(self, event: Any, reserved: int) -> None:
         """Give the slot back; a call that ended without a response was an overload."""
@@ -244,7 +249,7 @@ class AdaptiveAdmission:
         if not call.held:
             return
         if not call.responded and _failed(event):
-            self.gate.overload("a call got no response (connection failure or timeout)")
+            self._signal(self.gate.overload, "a call got no response (connection failure or timeout)")
         self._give_back()
 
     def release(self, event: Any, reserved: int) -> None:
@@ -267,7 +272,18 @@ class AdaptiveAdmission:
 
     def _give_back(self) -> None:
         self._call.held = False
-        self.gate.release()
+        self._signal(lambda _: self.gate.release(), None)
+
+    def _signal(self, apply: Callable[[Any], Any], argument: Any) -> None:
+        """Bookkeeping after a response must never lose the response.
+
+        A shared store that fails here is logged; a slot it could not take
+        back returns when this process's lease expires.
+        """
+        try:
+            apply(argument)
+        except StorageError as exc:
+            logger.warning("adaptive concurrency not updated: %s", exc)
 
 
 def _failed(event: Any) -> bool:
