@@ -18,8 +18,9 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from apiexec.batch.breaker import refusal_reason
 from apiexec.batch.rows import Outcome, error_json, salvage_error
@@ -103,6 +104,29 @@ def _no_answer(error: BaseException, call: Any) -> Outcome:
     return Outcome(code=type(error).__name__, message=str(error) or type(error).__name__)
 
 
+#: Transport errors (anywhere in the cause chain) meaning "no connection could be made".
+_CONNECT_FAILURES: Final = frozenset({"ConnectTimeout", "ConnectTimeoutError", "NewConnectionError"})
+
+
 def _is_connection_failure(error: BaseException) -> bool:
-    # A timeout or a cut stream means the host answered, slowly or partly: not "down".
-    return isinstance(error, APIConnectionError) and not isinstance(error, (APITimeoutError, APIStreamIncomplete))
+    """The host could not be reached at all (refused, unreachable, connect timeout).
+
+    A read timeout or a cut stream means the host answered, slowly or partly:
+    that is not "down", so it does not count towards the breaker.
+    """
+    if isinstance(error, DeadlineExceeded):
+        return error.phase == "connect"
+    if not isinstance(error, APIConnectionError) or isinstance(error, APIStreamIncomplete):
+        return False
+    if not isinstance(error, APITimeoutError):
+        return True
+    return any(type(cause).__name__ in _CONNECT_FAILURES for cause in _causes(error))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -120,3 +120,18 @@ def test_a_long_error_body_cut_by_the_http_layer_keeps_its_fields():
     short = json.dumps({"error": {"type": "invalid_request_error", "code": "x", "message": long_message}})
     outcome = classify(Call(), future_of(error=APIStatusError("400", status_code=400, body_excerpt=short[:300]))).outcome
     assert outcome.body["error"]["type"] == "invalid_request_error" and outcome.body["error"]["code"] == "x"
+
+
+def test_a_connect_timeout_counts_as_the_host_being_down():
+    import requests
+
+    try:
+        try:
+            raise requests.exceptions.ConnectTimeout("connect timed out")
+        except requests.RequestException as exc:
+            raise APITimeoutError("http://10.255.255.1/v1: timed out (ConnectTimeout)") from exc
+    except APITimeoutError as error:
+        connect = error
+    assert classify(Call(), future_of(error=connect)).connection_failure
+    assert classify(Call(), future_of(error=DeadlineExceeded("connect", 5.0))).connection_failure
+    assert not classify(Call(), future_of(error=DeadlineExceeded("response", 5.0))).connection_failure
