@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES
+from apiexec.batch.dry_run import dry_run
 from apiexec.batch.progress import DEFAULT_PROGRESS_INTERVAL
+from apiexec.batch.report import build_report, write_report
 from apiexec.batch.runner import (
     DEFAULT_BATCH_CONCURRENCY,
     MAX_BATCH_CONCURRENCY,
@@ -46,6 +48,7 @@ from apiexec.http.config import EndpointConfig
 from apiexec.http.presets import PRESETS, preset_config
 from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
+from apiexec.llm.prices import Prices
 from apiexec.mock import command as mock_command
 
 EXIT_OK: Final = 0
@@ -184,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="use an output file apiexec did not write (its rows are set aside, never deleted)")
     run.add_argument("--mock", action="store_true", help="run against the built-in mock server (no key, no network)")
+    run.add_argument("--max-cost", type=_number(float, low=0.0, high=1e9, strict_low=True), metavar="USD",
+                     help="spending cap in US dollars for this output, earlier runs included: no call starts that "
+                     "could cross it; the run stops early (exit 3) and leaves the rest for the next run")
+    run.add_argument("--prices", type=Path, metavar="FILE",
+                     help='prices per model overriding the built-in list prices, JSON: '
+                     '{"model": {"input": USD_PER_1M, "output": USD_PER_1M, "cached_input": USD_PER_1M}}')
+    run.add_argument("--report", type=Path, metavar="FILE.json",
+                     help="write a machine-readable run report (counts, tokens, cost, timings, 429s, retries)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="read and check every line; print the tokens, cost and duration a run would take; send nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     run.add_argument("--progress-interval", type=_number(float, low=0.0, high=86_400, strict_low=True),
                      default=DEFAULT_PROGRESS_INTERVAL, metavar="SECONDS",
@@ -241,6 +254,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("input", f"is a directory: {args.input}")
     if str(args.output) == "-":
         raise ConfigError("output", "must be a file (it is a journal that a later run resumes from), not '-'")
+    prices = Prices.from_file(args.prices) if args.prices is not None else None
+    if args.report is not None and not (args.report.parent or Path(".")).is_dir():
+        raise ConfigError("report", f"directory {args.report.parent} does not exist")
+    if args.dry_run:
+        return _dry_run(args, prices or Prices.builtin())
     with _target(args) as (config, mock_rpm):
         options = BatchOptions(
             input=args.input,
@@ -259,14 +277,37 @@ def _run(args: argparse.Namespace) -> int:
             limit_key=args.limit_key,
             breaker_connection_failures=args.stop_after_connection_failures,
             stop_signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+            max_cost=args.max_cost,
+            prices=prices,
         )
         try:
             summary = run_batch(options)
         except BatchInterrupted as exc:
             summary = exc.summary
+        if args.report is not None:
+            write_report(args.report, build_report(summary))
         # Inside the block: after abandoned calls, _report leaves at once, without
         # waiting for the --mock server to finish answering them.
         return _report(summary, quiet=args.quiet)
+
+
+def _dry_run(args: argparse.Namespace, prices: Prices) -> int:
+    """``--dry-run``: plan the run, print it (and ``--report``); nothing is sent or written."""
+    base_url = args.base_url or ("http://mock.invalid/v1" if args.mock else None)
+    overrides: dict[str, object] = {"api_key": "dry-run"}  # no key is needed to send nothing
+    if base_url:
+        overrides["base_url"] = base_url
+    config = preset_config("openai-compatible" if args.mock else args.provider, args.endpoint, **overrides)
+    plan = dry_run(
+        args.input, base_url=config.base_url, default_endpoint=config.endpoint, prices=prices, output=args.output,
+        max_cost=args.max_cost, requests_per_minute=args.requests_per_minute or (MOCK_REQUESTS_PER_MINUTE if args.mock
+                                                                                 else None),
+        tokens_per_minute=args.tokens_per_minute,
+    )
+    print(plan.render(), file=sys.stderr)
+    if args.report is not None:
+        write_report(args.report, {"format": "apiexec-dry-run/1", **plan.as_dict()})
+    return EXIT_SOME_FAILED if plan.invalid else EXIT_OK
 
 
 def _report(summary: BatchSummary, *, quiet: bool) -> int:

@@ -87,7 +87,10 @@ class BudgetAdmission:
         BudgetAdmission(max_cost=1.0, spent=0.0, reserved=0.0, storage='memory://')
     """
 
-    blocking = True
+    #: Each reservation is atomic, so the cap holds whatever the order: calls
+    #: need not be admitted one at a time (a call waiting for its model's
+    #: rate limit must not hold up the others).
+    blocking = False
 
     def __init__(
         self,

@@ -70,7 +70,7 @@ def plain_line(state: ProgressState) -> str:
         parts.append(f"ETA {_duration(max(state.total - state.done, 0) / rate)}")
     parts.append(f"{state.tokens} tokens")
     if state.cost is not None:
-        parts.append(f"${state.cost:.4f}")
+        parts.append(f"${state.cost:.4f}" if state.cost >= 0.01 else f"${state.cost:.6f}")
     if state.concurrency is not None:
         parts.append(f"concurrency {state.concurrency:.0f}")
     if state.waiting is not None:
@@ -147,7 +147,7 @@ class Progress:
             bar.update(state.done - bar.n)
         postfix = {"failed": state.failed, "tokens": state.tokens}
         if state.cost is not None:
-            postfix["cost"] = f"${state.cost:.4f}"  # type: ignore[assignment]
+            postfix["cost"] = f"${state.cost:.4f}" if state.cost >= 0.01 else f"${state.cost:.6f}"  # type: ignore[assignment]
         if state.skipped:
             postfix["skipped"] = state.skipped
         if state.concurrency is not None:

@@ -40,6 +40,7 @@ from typing import Final
 
 from apiexec._checks import check_at_most, check_int, check_positive_number
 from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES, refusal_reason
+from apiexec.batch.cost import start_spending, with_cost
 from apiexec.batch.fit import fit_executor, with_concurrency
 from apiexec.batch.id_set import IdSet
 from apiexec.batch.journal import Journal, done_marker, row_key
@@ -56,6 +57,7 @@ from apiexec.limits.bucket import LimitBackend
 from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.llm.api_calling import APICalling
+from apiexec.llm.prices import Prices
 from apiexec.rate_limited import RateLimitedExecutor
 
 __all__ = ["BatchInterrupted", "BatchOptions", "BatchSummary", "run_batch"]
@@ -95,6 +97,9 @@ class BatchOptions:
         stop_signals: Signals that stop the run gracefully (first) or
             abandon the calls in flight (second); handled only when
             :func:`run_batch` runs on the main thread.
+        max_cost: Spending cap in US dollars for the output's job, earlier
+            runs included (see :mod:`apiexec.batch.cost`), or None.
+        prices: Prices per model (default: the built-in list prices).
         limits: Limits per model (``--limits FILE``); models not listed
             learn theirs from the server (see :mod:`apiexec.batch.fit`).
         adaptive: Adapt the calls in flight to the server, up to
@@ -119,6 +124,8 @@ class BatchOptions:
     backend: LimitBackend | None = None
     breaker_connection_failures: int = DEFAULT_CONNECTION_FAILURES
     stop_signals: tuple[int, ...] = (signal.SIGINT,)
+    max_cost: float | None = None
+    prices: Prices | None = None
     limits: KeyedLimits | None = None
     adaptive: bool = True
 
@@ -127,7 +134,7 @@ class BatchOptions:
         check_at_most("concurrency", self.concurrency, MAX_BATCH_CONCURRENCY)
         check_int("breaker_connection_failures", self.breaker_connection_failures, low=1)
         check_positive_number("progress_interval", self.progress_interval)
-        for name in ("requests_per_minute", "tokens_per_minute"):
+        for name in ("requests_per_minute", "tokens_per_minute", "max_cost"):
             if getattr(self, name) is not None:
                 check_positive_number(name, getattr(self, name))
         if str(self.output) == STDIN:
@@ -180,6 +187,7 @@ def _execute(options: BatchOptions) -> BatchSummary:
     start = time.monotonic()
     # First: a bad or unreachable storage fails before any file is touched.
     executor = fit_executor(options, window=max(_QUEUE_AHEAD * options.concurrency, 16))
+    meter = start_spending(options, executor)  # the budget shares the limits' storage
     with ExitStack() as stack:
         for path in filter(None, (options.output, options.errors_output)):
             stack.enter_context(OutputLock(path))
@@ -193,6 +201,8 @@ def _execute(options: BatchOptions) -> BatchSummary:
             errors.open().close()
             stack.callback(errors.close)
         run = RunState(options, journal, errors)
+        run.summary.cost = meter
+        meter.count_earlier(options.output, options.limit_storage)
         current = IdSet()
         stack.callback(current.close)
         endpoints = Endpoints(options.endpoint, options.concurrency)
@@ -220,7 +230,8 @@ def _drive(
     watcher = SignalWatcher(options.stop_signals, run.on_signal)
     stack.callback(watcher.close)
     mode = "off" if not options.progress else "bar" if _interactive() else "lines"
-    progress = Progress(mode, with_concurrency(run.progress_state, executor), sys.stderr, options.progress_interval)
+    state = with_cost(with_concurrency(run.progress_state, executor), run.summary.cost)
+    progress = Progress(mode, state, sys.stderr, options.progress_interval)
     executor.start()
     abandoned = False
     try:
@@ -292,6 +303,7 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
             if first and line.error is None and done_marker(line.custom_id) in done:
                 summary.changed += 1
             problem = line.error or (None if first else f"line {line.line_no}: duplicate custom_id {line.custom_id!r}")
+            problem = problem or summary.cost.refusal(line)  # no known price under --max-cost
             if problem is not None or line.body is None:
                 _write_invalid(run, line, problem or "no body")
                 continue
@@ -309,6 +321,7 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
                 run.trip(refusal_reason(exc) or str(exc))
                 return False
             run.submitted()
+            future.add_done_callback(functools.partial(summary.cost.on_done, call))  # before the row: progress
             future.add_done_callback(functools.partial(run.on_done, line, call))
         return True
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -37,6 +38,7 @@ class BatchSummary:
         set_aside: Rows moved to ``set_aside_path`` at the end.
         set_aside_path: Where they went.
         failures: The first few failure messages.
+        cost: The run's :class:`~apiexec.batch.cost.CostMeter` (cost per model), or None.
     """
 
     lines: int = 0
@@ -59,6 +61,7 @@ class BatchSummary:
     set_aside: int = 0
     set_aside_path: Path | None = None
     failures: list[str] = field(default_factory=list)
+    cost: Any = None
 
     @property
     def all_succeeded(self) -> bool:
@@ -85,6 +88,8 @@ class BatchSummary:
             f"apiexec: {sent} requests in {self.wall_seconds:.2f}s ({rate:.1f}/s), "
             f"{self.retries} retries, {self.rate_limited} rate-limited (429), {self.tokens} tokens",
         ]
+        if self.cost is not None:
+            lines.extend(self.cost.render_lines())
         if self.changed:
             lines.append(f"apiexec: {self.changed} lines changed since their earlier answer and were sent again")
         if self.not_sent:

@@ -58,8 +58,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from apiexec.errors import ConfigError
-from apiexec.llm.estimates import _completions_per_request, _is_embeddings_request
-from apiexec.llm.tokens import OUTPUT_LIMIT_FIELDS, estimate_prompt_tokens, output_reservation
+from apiexec.llm.estimates import (
+    _completions_per_request,
+    _content_tokens,
+    _input_tokens,
+    _is_embeddings_request,
+    _json_tokens,
+    _value_tokens,
+)
+from apiexec.llm.tokenizer import CHARS_PER_TOKEN
+from apiexec.llm.tokens import MESSAGE_OVERHEAD_TOKENS, OUTPUT_LIMIT_FIELDS, estimate_prompt_tokens, output_reservation
 
 #: The day the built-in prices were read from the sources below.
 PRICES_AS_OF: Final = "2026-11-26"
@@ -352,6 +360,41 @@ def max_output_tokens(request: Mapping[str, Any], price: ModelPrice | None = Non
     return limit * _completions_per_request(request)
 
 
+def expected_prompt_tokens(request: Mapping[str, Any]) -> int:
+    """A central estimate of the prompt tokens a provider will bill for ``request``.
+
+    The rule of thumb of English text, ``ceil(characters / 4)`` over every
+    text of the prompt, plus 3 tokens per chat message; images and other
+    non-text parts at the flat amounts of :mod:`apiexec.llm.estimates`. It
+    may fall either side of the real count (the rate limiter and the budget
+    reserve :func:`~apiexec.llm.tokens.estimate_prompt_tokens`, which errs
+    high); dry runs show both.
+
+    Example:
+        >>> expected_prompt_tokens({"messages": [{"role": "user", "content": "12345678"}]})
+        5
+    """
+    chars = 0
+
+    def count(text: str) -> int:
+        nonlocal chars
+        chars += len(text)
+        return 0  # texts are summed, then divided once
+
+    messages = request.get("messages")
+    flat, overhead = 0, 0
+    if isinstance(messages, (list, tuple)):
+        for message in messages:
+            overhead += MESSAGE_OVERHEAD_TOKENS
+            content = message.get("content") if isinstance(message, Mapping) else message
+            flat += _content_tokens(content, count)
+    flat += _value_tokens(request.get("instructions"), count) + _content_tokens(request.get("system"), count)
+    flat += _input_tokens(request.get("prompt"), count) + _input_tokens(request.get("input"), count)
+    if request.get("tools"):
+        flat += _json_tokens(request.get("tools"), count)
+    return max(-(-chars // CHARS_PER_TOKEN) + flat + overhead, 1)
+
+
 def usage_dollars(price: ModelPrice, usage: Usage) -> float:
     """Dollars of ``usage`` at ``price``."""
     return _PER_TOKEN * (
@@ -440,6 +483,7 @@ __all__ = [
     "Prices",
     "UnknownPrice",
     "Usage",
+    "expected_prompt_tokens",
     "max_output_tokens",
     "read_usage",
     "usage_dollars",
