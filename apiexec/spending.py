@@ -177,7 +177,7 @@ class BudgetAdmission:
                 view = grant.view
                 if view.spent + amount > self._cap:
                     raise BudgetExceeded(
-                        f"the next call ({model}, up to ${worst:.6f}) could take spending past the cap of "
+                        f"the next call (model {model!r}, up to ${worst:.6f}) could take spending past the cap of "
                         f"${self.max_cost:g}: ${from_nanos(view.spent):.6f} spent, "
                         f"${from_nanos(view.reserved):.6f} reserved by calls in flight",
                         cap=self.max_cost,
@@ -190,7 +190,7 @@ class BudgetAdmission:
                     raise DeadlineExceeded("admission", getattr(event, "timeout", None) or 0.0)
                 if not self._in_flight and now - started >= self._shared_wait:
                     raise BudgetExceeded(
-                        f"the next call ({model}, up to ${worst:.6f}) does not fit under the cap of "
+                        f"the next call (model {model!r}, up to ${worst:.6f}) does not fit under the cap of "
                         f"${self.max_cost:g} while ${from_nanos(view.reserved):.6f} stays reserved by calls "
                         f"in other processes (waited {self._shared_wait:g}s)",
                         cap=self.max_cost,
