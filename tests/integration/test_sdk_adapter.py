@@ -28,6 +28,7 @@ from apiexec import RateLimitedExecutor
 from apiexec.errors import DeadlineExceeded, ExecutorNotRunning
 from apiexec.llm.sdk import SDKCall, http_client, sdk_call
 from apiexec.mock.server import MockServer, MockServerConfig
+from tests.helpers import ScriptedServer, http_response
 
 pytestmark = pytest.mark.integration
 
@@ -293,6 +294,30 @@ def test_the_call_deadline_caps_an_sdk_attempt(flavour: Flavour, server: MockSer
     assert "0.5s" in str(error)
     assert elapsed < 2.5  # not the 3 s the server took, nor the SDK's retries
     assert server.stats.requests == 1
+
+
+def test_a_body_trickling_past_the_deadline_ends_the_call(flavour: Flavour) -> None:
+    # A hostile server: the headers at once, then one byte every 0.1 s, so
+    # no single read ever times out.
+    def trickle(conn: Any, request: dict[str, Any]) -> None:
+        body = b'{"id": "x", "padding": "' + b"." * 100 + b'"}'
+        conn.sendall(http_response(200, b"", {"Content-Type": "application/json"})
+                     .replace(b"Content-Length: 0", f"Content-Length: {len(body)}".encode()))
+        for byte in body:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.1)
+
+    with ScriptedServer(trickle) as hostile:
+        server = type("Server", (), {"url": hostile.url})()
+        with flavour.make(server, max_retries=2) as client, limited() as ex:
+            call = SDKCall(flavour.create(client), flavour.request(), timeout=0.8)
+            started = time.monotonic()
+            error = ex.submit(call).exception(timeout=15)
+            elapsed = time.monotonic() - started
+        assert isinstance(error, DeadlineExceeded), repr(error)
+        assert error.phase == "response"
+        assert elapsed < 2.5, f"the call took {elapsed:.2f}s past its 0.8s deadline"
+        assert len(hostile.requests) == 1  # the SDK did not retry a call the executor ended
 
 
 # -- many threads, one client --------------------------------------------------------------

@@ -335,3 +335,91 @@ def test_other_errors_are_left_as_they_are():
     call = SDKCall(fails, REQUEST)
     call.invoke()
     assert isinstance(call.execution.exception, ValueError)
+
+
+# -- response bodies under a deadline ---------------------------------------------------------
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body that moves the fake clock on by ``step`` before each chunk."""
+
+    def __init__(self, clock, chunks, step, fail_with=None):
+        self.clock, self.chunks, self.step, self.fail_with = clock, chunks, step, fail_with
+        self.closed = False
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.clock.advance(self.step)
+            yield chunk
+        if self.fail_with is not None:
+            raise self.fail_with
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize(("content_type", "phase"), [("application/json", "response"), ("text/event-stream", "stream")])
+def test_a_body_trickling_past_the_deadline_ends_the_call(content_type, phase):
+    clock = FakeClock(0.0)
+    body = Trickle(clock, [b"{", b'"a"', b":", b"1}"], step=0.4)
+
+    def answer(request):
+        return httpx.Response(200, headers={"content-type": content_type}, stream=body)
+
+    transport = limited_transport(httpx.MockTransport(answer), sdk="openai", waiter=clock)
+    with httpx.Client(transport=transport) as client, call_context(deadline=1.0, timeout=1.0):
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.post(URL, json=REQUEST)
+    assert caught.value.phase == phase
+    assert clock.now() == pytest.approx(1.2)  # the third chunk came after the deadline: no fourth
+    assert body.closed
+
+
+def test_a_body_within_the_deadline_is_untouched():
+    clock = FakeClock(0.0)
+
+    def answer(request):
+        return httpx.Response(200, stream=Trickle(clock, [b'{"a":', b" 1}"], step=0.1))
+
+    transport = limited_transport(httpx.MockTransport(answer), sdk="openai", waiter=clock)
+    with httpx.Client(transport=transport) as client, call_context(deadline=1.0, timeout=1.0):
+        assert client.post(URL, json=REQUEST).json() == {"a": 1}
+
+
+def test_a_read_timeout_in_the_body_at_the_deadline_is_the_deadline():
+    clock = FakeClock(0.0)
+
+    def answer(request):
+        return httpx.Response(200, stream=Trickle(clock, [b"{"], step=1.0, fail_with=httpx.ReadTimeout("slow")))
+
+    transport = limited_transport(httpx.MockTransport(answer), sdk="openai", waiter=clock)
+    with httpx.Client(transport=transport) as client, call_context(deadline=0.5, timeout=0.5):
+        with pytest.raises(DeadlineExceeded) as caught:
+            client.post(URL, json=REQUEST)
+    assert caught.value.phase == "response"
+
+
+def test_a_body_ending_in_sdk_call_is_not_left_to_the_sdks_retries():
+    clock = FakeClock(0.0)
+    attempts = []
+
+    def answer(request):
+        attempts.append(1)
+        return httpx.Response(200, stream=Trickle(clock, [b"{", b"}"], step=2.0))
+
+    transport = limited_transport(httpx.MockTransport(answer), sdk="openai", waiter=clock)
+
+    def sdk_like(**request):
+        with httpx.Client(transport=transport) as client:
+            for _ in range(3):
+                try:
+                    return client.post(URL, json=request).json()
+                except Exception:  # an SDK retries everything it catches
+                    continue
+            raise RuntimeError("gave up")
+
+    call = SDKCall(sdk_like, REQUEST)
+    with call_context(deadline=1.0, timeout=1.0):
+        call.invoke()
+    assert isinstance(call.execution.exception, DeadlineExceeded)
+    assert attempts == [1]
