@@ -12,7 +12,9 @@ applied to calls, as in Netflix's ``concurrency-limits`` (``AIMDLimit``):
   successful call, i.e. it doubles every round trip, so a large server is
   found in a few round trips;
 * *additive increase*: after that, by ``1/limit`` per success, one call per
-  round trip;
+  round trip — a quarter of that near the limit at which the last overload
+  came (as TCP CUBIC lingers near its last maximum): the server's capacity is
+  most likely there, and probing past it slowly makes refusals rare;
 * *multiplicative decrease*: a sign of overload multiplies the limit by
   ``backoff``, at most once per round trip (several calls rejected by one
   overload are one event, as TCP reduces once per window).
@@ -59,6 +61,10 @@ DEFAULT_BACKOFF: Final = 0.75
 DEFAULT_LATENCY_TOLERANCE: Final = 2.0
 #: Successes needed before latency is trusted as a signal.
 MIN_LATENCY_SAMPLES: Final = 20
+#: Near the last overload (this band around it) the limit grows at
+#: ``PROBE_RATE`` calls per round trip instead of one.
+NEAR_PEAK: Final = (0.9, 1.1)
+PROBE_RATE: Final = 0.25
 #: Weight of a new sample in the short and long latency averages.
 SHORT_SMOOTHING: Final = 0.2
 LONG_SMOOTHING: Final = 0.02
@@ -77,6 +83,8 @@ class AIMDState:
         long_latency: Long-term average latency of successes (s), or None.
         samples: Successes seen.
         last_decrease: Clock time of the last decrease.
+        overload_at: The limit when the last overload came (CUBIC's
+            ``W_max``), or None before any.
     """
 
     limit: float
@@ -85,6 +93,7 @@ class AIMDState:
     long_latency: float | None = None
     samples: int = 0
     last_decrease: float = -math.inf
+    overload_at: float | None = None
 
     @property
     def slots(self) -> int:
@@ -100,6 +109,7 @@ class AIMDState:
             "long_latency": self.long_latency,
             "samples": self.samples,
             "last_decrease": None if math.isinf(self.last_decrease) else self.last_decrease,
+            "overload_at": self.overload_at,
         }
 
     @classmethod
@@ -116,6 +126,7 @@ class AIMDState:
             short = data.get("short_latency")
             long = data.get("long_latency")
             last = data.get("last_decrease")
+            peak = data.get("overload_at")
             state = cls(
                 limit=limit,
                 threshold=threshold,
@@ -123,6 +134,7 @@ class AIMDState:
                 long_latency=None if long is None else float(long),
                 samples=int(data.get("samples", 0)),
                 last_decrease=-math.inf if last is None else float(last),
+                overload_at=None if peak is None else float(peak),
             )
         except (TypeError, ValueError, KeyError, AttributeError):
             return default
@@ -187,8 +199,16 @@ class AIMD:
             return self.on_overload(state, now=now)
         if in_flight * 2 < state.limit:
             return state
-        step = 1.0 if state.limit < state.threshold else 1.0 / state.limit
-        return replace(state, limit=self._clamp(state.limit + step))
+        return replace(state, limit=self._clamp(state.limit + self._step(state)))
+
+    def _step(self, state: AIMDState) -> float:
+        """The increase for one success: slow start, additive, or probing near the last overload."""
+        if state.limit < state.threshold:
+            return 1.0
+        peak = state.overload_at
+        if peak is not None and peak * NEAR_PEAK[0] <= state.limit <= peak * NEAR_PEAK[1]:
+            return PROBE_RATE / state.limit
+        return 1.0 / state.limit
 
     def on_overload(self, state: AIMDState, *, now: float) -> AIMDState:
         """The server showed overload: shrink, once per round trip.
@@ -204,7 +224,12 @@ class AIMD:
         # The latency seen during the overload is not the server's normal:
         # restart the short average from the long one.
         return replace(
-            state, limit=limit, threshold=limit, last_decrease=now, short_latency=state.long_latency
+            state,
+            limit=limit,
+            threshold=limit,
+            last_decrease=now,
+            short_latency=state.long_latency,
+            overload_at=state.limit,
         )
 
     def _record_latency(self, state: AIMDState, latency: float | None) -> AIMDState:

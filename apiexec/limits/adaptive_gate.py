@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from apiexec import clock
+from apiexec.call_context import check_deadline, time_left
 from apiexec.errors import DeadlineExceeded, StorageError
 from apiexec.limits.adaptive import AIMD, AIMDState
 from apiexec.limits.adaptive_store import AdaptiveStore
@@ -156,6 +157,7 @@ class _Call(threading.local):
     """What this worker thread's current call has shown so far."""
 
     held = False  # a slot is taken
+    admitted = False  # between admit and settle/release (a retry may need a slot again)
     started = 0.0  # when the current attempt began
     responded = False  # the current attempt got a response
 
@@ -215,8 +217,9 @@ class AdaptiveAdmission:
         call = self._call
         if call.held:  # the previous call on this thread ended without settle(): give its slot back
             self._give_back()
+        call.admitted = False
         if self.gate.acquire(stop.is_set, deadline):
-            call.held = True
+            call.held = call.admitted = True
             self._begin_attempt()
             return 0
         if stop.is_set():
@@ -224,9 +227,25 @@ class AdaptiveAdmission:
         raise DeadlineExceeded("admission", getattr(event, "timeout", None) or 0.0)
 
     def admit_retry(self, stop: threading.Event) -> bool:
-        """A retry keeps its slot; an attempt that got no response was an overload."""
-        if self._call.held and not self._call.responded:
+        """A retry takes a slot again (it gave it back with its failed answer).
+
+        An attempt that got no response at all was an overload, and kept its
+        slot through the backoff.
+
+        Raises:
+            DeadlineExceeded: The call's deadline passed while it waited.
+        """
+        call = self._call
+        if call.held and not call.responded:
             self._signal(self.gate.overload, "a call got no response (connection failure or timeout)")
+        if not call.held and call.admitted:
+            left = time_left(self.gate.waiter)
+            deadline = None if left is None else self.gate.waiter.now() + left
+            if not self.gate.acquire(stop.is_set, deadline):
+                if not stop.is_set():
+                    check_deadline("retry", self.gate.waiter)
+                return False
+            call.held = True
         self._begin_attempt()
         return not stop.is_set()
 
@@ -236,6 +255,10 @@ class AdaptiveAdmission:
         if not call.held:
             return
         call.responded = True
+        if not 200 <= status_code < 300:
+            # A call waiting to retry (a backoff, a retry-after) is not in flight:
+            # its slot goes to another call until the retry takes one again.
+            self._give_back()
         if status_code in OVERLOAD_STATUSES:
             self._signal(self.gate.overload, f"the server answered {status_code}")
         elif status_code == 429 and not self._names_rate_limit(headers):
@@ -246,6 +269,7 @@ class AdaptiveAdmission:
     def settle(self, event: Any, reserved: int) -> None:
         """Give the slot back; a call that ended without a response was an overload."""
         call = self._call
+        call.admitted = False
         if not call.held:
             return
         if not call.responded and _failed(event):
@@ -254,6 +278,7 @@ class AdaptiveAdmission:
 
     def release(self, event: Any, reserved: int) -> None:
         """An admitted call will not run: give its slot back."""
+        self._call.admitted = False
         if self._call.held:
             self._give_back()
 

@@ -1,0 +1,110 @@
+"""`apiexec run` fits the server: adaptive concurrency against a capped server, limits per model."""
+
+import json
+import time
+
+import pytest
+
+from tests.integration.test_batch_support import rows_of, run_cli
+from tests.integration.test_fit_support import CappedServer, PerModelServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+#: Seconds each call takes at the capped server: long enough that Python's own
+#: per-call overhead (~15-20 ms for client and server in one test process) is
+#: not what decides whether the run is within 2x of the ideal time.
+LATENCY = 0.15
+
+
+def write_models(path, models):
+    with path.open("w") as f:
+        for i, model in enumerate(models):
+            body = {"model": model, "messages": [{"role": "user", "content": f"line {i}"}], "max_tokens": 5}
+            f.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+            f.write("\n")
+
+
+def statuses(out):
+    return [row["response"]["status_code"] if row.get("response") else None for row in rows_of(out)]
+
+
+def test_a_run_at_concurrency_64_fits_a_server_that_takes_8(tmp_path):
+    """The issue's acceptance test: <= 10 % rejected, within 2x of the ideal time."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_models(inp, ["m"] * 240)
+    with CappedServer(capacity=8, latency=LATENCY) as server:
+        started = time.monotonic()
+        proc = run_cli("run", str(inp), "-o", str(out), "--base-url", server.url, "--concurrency", "64",
+                       "--no-progress")
+        wall = time.monotonic() - started
+    ideal = 240 / 8 * LATENCY
+    sent = server.accepted + server.rejected
+    print(f"accepted {server.accepted}, rejected {server.rejected} ({server.rejected / sent:.1%}), "
+          f"server span {server.span:.2f}s, wall {wall:.2f}s, ideal {ideal:.2f}s")
+    assert proc.returncode == 0, proc.stderr
+    assert statuses(out) == [200] * 240
+    assert server.accepted == 240
+    assert server.rejected <= 0.10 * sent
+    assert server.span <= 2 * ideal
+
+
+def test_without_adaptation_the_same_run_floods_the_server(tmp_path):
+    """The control: a fixed --concurrency 64 gets most first attempts refused."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_models(inp, ["m"] * 64)
+    with CappedServer(capacity=8, latency=0.1) as server:
+        run_cli("run", str(inp), "-o", str(out), "--base-url", server.url, "--concurrency", "64",
+                "--no-progress", "--no-adaptive", "--max-retries", "0")
+    assert server.rejected >= 40  # 64 at once, 8 taken
+
+
+def test_a_slow_model_does_not_hold_up_the_other_models_lines(tmp_path):
+    """One model limited to 2 req/s by the server (429 + headers): the other finishes long before it."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    models = ["slow" if i % 5 == 0 else "fast" for i in range(60)]  # 12 slow, 48 fast, interleaved
+    write_models(inp, models)
+    with PerModelServer(slow_model="slow", rate=2.0, burst=2.0) as server:
+        proc = run_cli("run", str(inp), "-o", str(out), "--base-url", server.url, "--no-progress")
+    slow_done, fast_done = max(server.done["slow"]), max(server.done["fast"])
+    print(f"fast lines done at {fast_done:.2f}s, slow lines at {slow_done:.2f}s; 429s {server.rejected}")
+    assert proc.returncode == 0, proc.stderr
+    assert statuses(out) == [200] * 60
+    assert len(server.done["fast"]) == 48 and len(server.done["slow"]) == 12
+    assert slow_done >= 4.0  # the server's pace: 12 calls at 2/s after a burst of 2
+    assert fast_done < 0.5 * slow_done
+    assert server.rejected.get("fast", 0) == 0
+
+
+def test_limits_file_paces_a_model_before_the_server_must_refuse(tmp_path):
+    """--limits (TOML) gives the slow model its limit up front: (almost) no 429s, others unlimited."""
+    inp, out, limits = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "limits.toml"
+    write_models(inp, ["slow" if i % 4 == 0 else "fast" for i in range(24)])  # 6 slow, 18 fast
+    limits.write_text('[slow]\nrequests_per_minute = 120\nburst = 1\n\n["*"]\n')
+    with PerModelServer(slow_model="slow", rate=2.0, burst=2.0) as server:
+        proc = run_cli("run", str(inp), "-o", str(out), "--base-url", server.url, "--no-progress",
+                       "--limits", str(limits))
+    assert proc.returncode == 0, proc.stderr
+    assert statuses(out) == [200] * 24
+    assert server.rejected.get("slow", 0) == 0
+    assert max(server.done["fast"]) < 0.5 * max(server.done["slow"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"gpt-4o": {"requests_per_minut": 5}}', "limits limits.json[gpt-4o].requests_per_minut: unknown setting"),
+        ('{"gpt-4o": {"requests_per_minute": 0}}', "limits limits.json[gpt-4o].requests_per_minute: must be"),
+        ('{"gpt-4o": 5}', "limits limits.json[gpt-4o]: must be a table"),
+        ("{not json", "is not valid JSON"),
+    ],
+)
+def test_a_bad_limits_file_is_a_one_line_usage_error(tmp_path, text, message):
+    inp, out, limits = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "limits.json"
+    write_models(inp, ["m"])
+    limits.write_text(text)
+    proc = run_cli("run", str(inp), "-o", str(out), "--base-url", "http://127.0.0.1:9/v1", "--no-progress",
+                   "--limits", str(limits))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
