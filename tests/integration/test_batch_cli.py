@@ -378,15 +378,20 @@ def test_a_signal_while_only_rate_limited_calls_are_left_exits_at_once(tmp_path)
 
 
 def test_on_a_terminal_the_bar_shows_sent_lines_tokens_failures_and_a_rate_limit_wait(tmp_path):
+    """(A terminal reporting no size at all is covered in the unit tests of progress.)"""
+    import fcntl
     import os
     import pty
     import select
+    import struct
+    import termios
 
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(inp, 5)
     with LoopbackAPI() as api:
         cmd, env = command("run", str(inp), "-o", str(out), "--base-url", f"{api.url}/v1", "--requests-per-minute", "2")
-        master, slave = pty.openpty()  # a terminal that reports no size: the bar must still show
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 300, 0, 0))  # wide: nothing cut
         proc = subprocess.Popen(cmd, env=env, stdin=slave, stdout=slave, stderr=slave)
         os.close(slave)
         seen = b""

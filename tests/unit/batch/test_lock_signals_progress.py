@@ -115,3 +115,18 @@ def test_off_mode_prints_nothing():
     stream = io.StringIO()
     Progress("off", lambda: ProgressState(), stream, interval=0.01).close()
     assert stream.getvalue() == ""
+
+
+def test_a_terminal_reporting_no_size_still_gets_a_bar():
+    import pty
+
+    master, slave = pty.openpty()  # a fresh pty reports 0x0, as some CI and `docker -t` terminals do
+    try:
+        with os.fdopen(slave, "w", closefd=False) as stream:
+            progress = Progress("bar", lambda: ProgressState(total=8, done=2, tokens=5, elapsed=1.0), stream)
+            progress.close()
+        text = os.read(master, 65536).decode(errors="replace")
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert "2/8" in text and "tokens=5" in text
