@@ -4,7 +4,8 @@ Only lines actually sent count towards the rate and the ETA: lines a
 previous run already answered, and invalid lines, shrink the total instead
 (else a resumed run would show thousands of "requests" per second). Besides
 the count the report shows failures, tokens and, when calls are queued
-while workers sit idle, that the run is waiting on a rate limit and for how
+while fewer than ``concurrency`` are in flight, that the run is waiting on a
+limit (requests, tokens, or the adaptive concurrency) and for how
 long.
 
 Without a terminal (CI logs, ``nohup``, Kubernetes) a bar would be noise:
@@ -42,7 +43,7 @@ class ProgressState:
         tokens: Tokens the answers report.
         cost: Dollars the answers cost so far (earlier runs included), or None.
         elapsed: Seconds since the first line was sent.
-        waiting: Seconds the run has been waiting on a rate limit, or None.
+        waiting: Seconds the run has been waiting on a limit, or None.
         concurrency: The adaptive limit on calls in flight, or None.
     """
 
@@ -74,7 +75,7 @@ def plain_line(state: ProgressState) -> str:
     if state.concurrency is not None:
         parts.append(f"concurrency {state.concurrency:.0f}")
     if state.waiting is not None:
-        parts.append(f"waiting on a rate limit for {_duration(state.waiting)}")
+        parts.append(f"waiting on a limit for {_duration(state.waiting)}")
     return ", ".join(parts)
 
 

@@ -84,7 +84,7 @@ def test_plain_line_counts_sent_lines_only_and_shows_waiting():
     state = ProgressState(total=100, done=10, failed=2, skipped=900, tokens=1234, elapsed=5.0, waiting=75.0)
     line = plain_line(state)
     assert line.startswith("apiexec: 10/100 sent, 900 skipped, 2 failed, 2.0/s, ETA 45s, 1234 tokens")
-    assert line.endswith("waiting on a rate limit for 1m15s")
+    assert line.endswith("waiting on a limit for 1m15s")
     assert "ETA" not in plain_line(ProgressState(total=None, done=3, elapsed=1.0))
 
 
