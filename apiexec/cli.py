@@ -254,6 +254,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("input", f"is a directory: {args.input}")
     if str(args.output) == "-":
         raise ConfigError("output", "must be a file (it is a journal that a later run resumes from), not '-'")
+    for name in ("output", "errors_output"):
+        target = getattr(args, name)
+        if target is not None and not target.parent.is_dir():
+            raise ConfigError(name, f"directory {target.parent} does not exist")
     prices = Prices.from_file(args.prices) if args.prices is not None else None
     if args.report is not None and not (args.report.parent or Path(".")).is_dir():
         raise ConfigError("report", f"directory {args.report.parent} does not exist")

@@ -299,6 +299,8 @@ def test_an_output_apiexec_did_not_write_is_refused_unless_forced(tmp_path):
     (("run", "nope.jsonl", "-o", "o.jsonl"), "input: no such file"),
     (("launch",), "invalid choice: 'launch'"),
     (("run", "in.jsonl", "-o", "-"), "output: must be a file"),
+    (("run", "in.jsonl", "-o", "no/such/dir/out.jsonl"), "output: directory no/such/dir does not exist"),
+    (("run", "in.jsonl", "-o", "o.jsonl", "--errors-output", "nodir/e.jsonl"), "errors_output: directory nodir"),
 ])
 def test_usage_errors_are_one_line_exit_1(tmp_path, monkeypatch, capsys, args, fragment):
     from apiexec.cli import main
