@@ -328,6 +328,21 @@ def test_our_error_wrapped_by_an_sdk_is_unwrapped():
     assert call.execution.error == "DeadlineExceeded: call deadline of 2s passed while reading the response"
 
 
+def test_our_error_deep_in_a_cause_chain_is_found():
+    def wraps(**_):
+        try:
+            try:
+                raise ExecutorNotRunning("the executor shut down before a retry could be sent")
+            except ExecutorNotRunning as ours:
+                raise ValueError("transport failed") from ours
+        except ValueError as middle:
+            raise RuntimeError("Connection error.") from middle
+
+    call = SDKCall(wraps, REQUEST)
+    call.invoke()
+    assert isinstance(call.execution.exception, ExecutorNotRunning)
+
+
 def test_other_errors_are_left_as_they_are():
     def fails(**_):
         raise ValueError("bad request")
@@ -352,6 +367,7 @@ class Trickle(httpx.SyncByteStream):
             self.clock.advance(self.step)
             yield chunk
         if self.fail_with is not None:
+            self.clock.advance(self.step)  # the read blocked this long, then timed out
             raise self.fail_with
 
     def close(self):
@@ -386,17 +402,50 @@ def test_a_body_within_the_deadline_is_untouched():
         assert client.post(URL, json=REQUEST).json() == {"a": 1}
 
 
-def test_a_read_timeout_in_the_body_at_the_deadline_is_the_deadline():
+@pytest.mark.parametrize(("deadline", "expected"), [(0.5, DeadlineExceeded), (5.0, httpx.ReadTimeout)])
+def test_a_read_timeout_in_the_body_is_the_deadline_only_once_it_passed(deadline, expected):
     clock = FakeClock(0.0)
 
     def answer(request):
-        return httpx.Response(200, stream=Trickle(clock, [b"{"], step=1.0, fail_with=httpx.ReadTimeout("slow")))
+        return httpx.Response(200, stream=Trickle(clock, [], step=1.0, fail_with=httpx.ReadTimeout("slow")))
 
     transport = limited_transport(httpx.MockTransport(answer), sdk="openai", waiter=clock)
-    with httpx.Client(transport=transport) as client, call_context(deadline=0.5, timeout=0.5):
-        with pytest.raises(DeadlineExceeded) as caught:
+    with httpx.Client(transport=transport) as client, call_context(deadline=deadline, timeout=deadline):
+        with pytest.raises(expected) as caught:
             client.post(URL, json=REQUEST)
-    assert caught.value.phase == "response"
+    if expected is DeadlineExceeded:
+        assert caught.value.phase == "response"
+        assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+
+
+def test_a_connect_timeout_at_the_deadline_says_connecting():
+    clock = FakeClock(0.0)
+
+    def unreachable(request):
+        clock.advance(1.0)
+        raise httpx.ConnectTimeout("no route", request=request)
+
+    transport = limited_transport(httpx.MockTransport(unreachable), sdk="openai", waiter=clock)
+    with httpx.Client(transport=transport) as client, call_context(deadline=1.0, timeout=1.0):
+        with pytest.raises(DeadlineExceeded, match="1s passed while connecting"):
+            client.post(URL, json=REQUEST)
+
+
+def test_a_connection_error_under_a_deadline_stays_the_sdks():
+    def refused(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    transport = limited_transport(httpx.MockTransport(refused), sdk="openai", waiter=FakeClock(0.0))
+    with httpx.Client(transport=transport) as client, call_context(deadline=1.0, timeout=1.0):
+        with pytest.raises(httpx.ConnectError):
+            client.post(URL, json=REQUEST)
+
+
+def test_a_client_without_httpx_transports_is_refused():
+    from apiexec.llm.sdk_transport import _wrap_transports
+
+    with pytest.raises(TypeError, match="use limited_transport"):
+        _wrap_transports(object(), "openai", None)
 
 
 def test_a_body_ending_in_sdk_call_is_not_left_to_the_sdks_retries():
