@@ -2,8 +2,8 @@
 
 Writes N batch lines (OpenAI Batch format), runs the real command against a
 fresh nginx on loopback (a chat completion at once), and reports that
-command's own peak RSS (``os.wait4``: each size is measured alone, not as the
-maximum of every run so far), its CPU and its rate, and checks that every
+command's own peak RSS (``child_usage``: each size is measured alone, not
+as the maximum of every run so far nor with the benchmark's own memory), its CPU and its rate, and checks that every
 line was answered.
 
     python bench/batch_memory.py                       # 10,000 / 100,000 / 1,000,000 lines
@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import child_usage
 from nginx import Nginx
 from report import Load, machine, num, table
-from vs_cookbook import run_process
 
 SIZES: Final = (10_000, 100_000, 1_000_000)
 QUICK_SIZES: Final = (10_000, 100_000)
@@ -55,13 +55,14 @@ def measure(n: int, tmp: Path) -> dict[str, Any]:
     with Load() as load, Nginx(buffered_log=True) as server:
         cmd = [sys.executable, "-m", "apiexec", "run", str(inp), "-o", str(out), "--base-url", server.url + "/v1",
                "--concurrency", str(CONCURRENCY), "--no-progress", "--quiet"]  # fmt: skip
-        wall, cpu, rss, code, stderr = run_process(cmd)
-    if code != 0:
-        print(f"apiexec run exited {code}: {stderr[-1500:]}", file=sys.stderr)
+        usage = child_usage.run(cmd)
+    if usage.exit_code != 0:
+        print(f"apiexec run exited {usage.exit_code}: {usage.stderr[-1500:]}", file=sys.stderr)
     ok = answered(out) if out.exists() else 0
     inp.unlink()
     out.unlink(missing_ok=True)
-    return {"lines": n, "ok": ok, "exit": code, "peak_rss_mib": rss, "wall": wall, "cpu": cpu, "load": load.text()}
+    return {"lines": n, "ok": ok, "exit": usage.exit_code, "peak_rss_mib": usage.peak_rss_mib, "wall": usage.wall,
+            "cpu": usage.cpu, "load": load.text()}  # fmt: skip
 
 
 def run(sizes: Sequence[int], log: Callable[[str], None] = print) -> list[dict[str, Any]]:

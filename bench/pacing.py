@@ -36,7 +36,7 @@ only when every call was done; a client that lost calls to 429s merely kept
 the server busy (shown in brackets).
 
     python bench/pacing.py                 # 1,000 calls per client and server
-    python bench/pacing.py --quick         # 600 calls
+    python bench/pacing.py --quick         # 400 calls, no run past 6 s
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ from apiexec import APICalling, Endpoint, EndpointConfig, RateLimitedExecutor
 SERVER_RATE: Final = 200  # requests per second
 THREADS: Final = 16
 CALLS: Final = 1_000
-QUICK_CALLS: Final = 600
+QUICK_CALLS: Final = 400
 #: No run takes new calls after this many seconds (a client stuck in a
 #: minute-long back-off must not hold the whole benchmark).
 RUN_DEADLINE: Final = 20.0
+QUICK_RUN_DEADLINE: Final = 6.0
 #: Longest a limiter may block one call (requests-ratelimiter ``max_delay``,
 #: pyrate ``timeout``) before the call counts as failed in the client.
 MAX_DELAY: Final = 5.0
@@ -247,21 +248,22 @@ class Row:
         return f"{self.used:.1%}" if done else f"({self.used:.1%}, calls lost)"
 
 
-def measure(client: str, scenario: Scenario, calls: int) -> Row:
+def measure(client: str, scenario: Scenario, calls: int, deadline: float = RUN_DEADLINE) -> Row:
     with Load() as load, Nginx(rate=SERVER_RATE, burst=scenario.burst) as server:
         start = time.monotonic()
-        outcome = CLIENTS[client](server.chat_url, scenario, calls, start + RUN_DEADLINE)
+        outcome = CLIENTS[client](server.chat_url, scenario, calls, start + deadline)
         wall = time.monotonic() - start
     statuses = server.statuses()  # complete: the server has stopped
     return Row(scenario, client, calls, outcome, wall, len(statuses), statuses.count(429), statuses.count(200),
                load.text())  # fmt: skip
 
 
-def run(clients: Sequence[str], calls: int, log: Callable[[str], None] = print) -> list[Row]:
+def run(clients: Sequence[str], calls: int, deadline: float = RUN_DEADLINE, log: Callable[[str], None] = print
+        ) -> list[Row]:  # fmt: skip
     rows = []
     for scenario in SCENARIOS:
         for client in clients:
-            row = measure(client, scenario, calls)
+            row = measure(client, scenario, calls, deadline)
             log(f"  {scenario.name:<10} {client:<20} {row.rejected:>4} rejected, {row.outcome.ok:>4} ok, "
                 f"{row.wall:5.2f}s, {row.used:6.1%} of {SERVER_RATE}/s used")  # fmt: skip
             rows.append(row)
@@ -311,7 +313,9 @@ def to_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_CALLS} calls per run")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_CALLS} calls per run, {QUICK_RUN_DEADLINE:g} s at most"
+    )
     parser.add_argument("--calls", type=int, default=None, help=f"calls per run (default {CALLS:,})")
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated, from: " + ", ".join(CLIENTS))
     args = parser.parse_args(argv)
@@ -321,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
         parser.error(f"--clients: unknown {', '.join(unknown)}")
     calls = args.calls or (QUICK_CALLS if args.quick else CALLS)
     print(machine(), flush=True)
-    rows = run(clients, calls, log=lambda line: print(line, flush=True))
+    deadline = QUICK_RUN_DEADLINE if args.quick else RUN_DEADLINE
+    rows = run(clients, calls, deadline, log=lambda line: print(line, flush=True))
     markdown = render(rows)
     print("\n" + markdown)
     return markdown, to_json(rows)

@@ -80,14 +80,20 @@ def _version(package: str) -> str:
         return "-"
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "-"
+        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "-"
+        return ""
+
+
+def _git_commit() -> str:
+    """The commit measured, and whether apiexec/ had uncommitted changes (then those were measured too)."""
+    commit = _git("rev-parse", "--short", "HEAD") or "-"
+    if _git("status", "--porcelain", "--", "apiexec"):
+        commit += " + uncommitted changes in apiexec/"
+    return commit
 
 
 def _nginx_version() -> str:

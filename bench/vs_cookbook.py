@@ -7,8 +7,8 @@ completion with ``usage`` at once (0 ms latency), so the clients are what is
 measured. Both are configured with the same limits, high enough never to
 bind (1,000,000 requests and 1,000,000,000 tokens per minute), so both pay
 for their limiter and token counting but neither waits. Each runs as its own
-process; its CPU (user + system) and peak RSS come from ``os.wait4`` on that
-very process, the 429s from the server's access log. Rounds alternate
+process; its CPU (user + system) and peak RSS are that process's alone
+(``child_usage``: ``wait4`` from a tiny launcher), the 429s from the server's access log. Rounds alternate
 between the two.
 
 The cookbook script is not part of this repository (its licence and ours
@@ -35,19 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import child_usage
 from nginx import Nginx
 from report import Load, machine, num, table
 
@@ -57,7 +53,7 @@ ROUNDS: Final = 3
 REQUESTS_PER_MINUTE: Final = 1_000_000
 TOKENS_PER_MINUTE: Final = 1_000_000_000
 #: No run may take longer than this (seconds): a stuck client is killed and reported.
-RUN_TIMEOUT: Final = 600.0
+RUN_TIMEOUT: Final = 900.0
 
 # Runs the cookbook script from its path, unchanged but for what a loopback
 # run needs (see the module docstring). argv: script, input, output, url, rpm, tpm.
@@ -120,35 +116,6 @@ class Run:
     tokenizer: str = ""
 
 
-def run_process(cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, float, int, str]:
-    """Runs ``cmd``; returns wall, CPU seconds, peak RSS (MiB), exit code and stderr of that process alone."""
-    with tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        # wait4 gives this child's own rusage (RUSAGE_CHILDREN would mix in every earlier child).
-        _, status, usage = _wait4(proc.pid, RUN_TIMEOUT)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode, stderr
-
-
-def _wait4(pid: int, timeout: float) -> tuple[int, int, Any]:
-    """``os.wait4(pid, 0)`` with a timeout: a watchdog thread kills a run that overstays."""
-    done = threading.Event()
-
-    def watchdog() -> None:
-        if not done.wait(timeout):
-            os.kill(pid, signal.SIGKILL)
-
-    threading.Thread(target=watchdog, daemon=True).start()
-    try:
-        return os.wait4(pid, 0)
-    finally:
-        done.set()
-
-
 def count_apiexec_rows(path: Path) -> tuple[int, int]:
     ok = rows = 0
     with path.open() as f:
@@ -177,22 +144,24 @@ def run_apiexec(server: Nginx, inp: Path, out: Path, lines: int, concurrency: in
            "--requests-per-minute", str(REQUESTS_PER_MINUTE), "--tokens-per-minute", str(TOKENS_PER_MINUTE)]  # fmt: skip
     if concurrency is not None:
         cmd += ["--concurrency", str(concurrency)]
-    wall, cpu, rss, code, stderr = run_process(cmd)
-    if code not in (0, 2):
-        print(f"apiexec run exited {code}: {stderr[-1500:]}", file=sys.stderr)
+    usage = child_usage.run(cmd, timeout=RUN_TIMEOUT)
+    if usage.exit_code not in (0, 2):
+        print(f"apiexec run exited {usage.exit_code}: {usage.stderr[-1500:]}", file=sys.stderr)
     ok, rows = count_apiexec_rows(out) if out.exists() else (0, 0)
-    return Run("apiexec run", lines, wall, cpu, rss, code, ok, rows, 0, 0)
+    return Run("apiexec run", lines, usage.wall, usage.cpu, usage.peak_rss_mib, usage.exit_code, ok, rows, 0, 0)
 
 
 def run_cookbook(server: Nginx, inp: Path, out: Path, lines: int, cookbook: Path) -> Run:
     cmd = [sys.executable, "-c", _COOKBOOK_WRAPPER, str(cookbook), str(inp), str(out), server.chat_url,
            str(REQUESTS_PER_MINUTE), str(TOKENS_PER_MINUTE)]  # fmt: skip
-    wall, cpu, rss, code, stderr = run_process(cmd)
-    tokenizer = next((line.partition(": ")[2] for line in stderr.splitlines() if line.startswith("tokenizer:")), "?")
-    if code != 0:
-        print(f"cookbook script exited {code}: {stderr[-1500:]}", file=sys.stderr)
+    usage = child_usage.run(cmd, timeout=RUN_TIMEOUT)
+    lines_err = usage.stderr.splitlines()
+    tokenizer = next((line.partition(": ")[2] for line in lines_err if line.startswith("tokenizer:")), "?")
+    if usage.exit_code != 0:
+        print(f"cookbook script exited {usage.exit_code}: {usage.stderr[-1500:]}", file=sys.stderr)
     ok, rows = count_cookbook_rows(out)
-    return Run("cookbook script", lines, wall, cpu, rss, code, ok, rows, 0, 0, tokenizer)
+    return Run("cookbook script", lines, usage.wall, usage.cpu, usage.peak_rss_mib, usage.exit_code, ok, rows, 0, 0,
+               tokenizer)  # fmt: skip
 
 
 def run(lines: int, rounds: int, cookbook: Path | None, concurrency: int | None, server_rate: float | None,
