@@ -356,6 +356,10 @@ class MemoryBackend:
     def __repr__(self) -> str:
         return f"MemoryBackend({self.limits!r})"
 
+    def after_fork(self) -> None:
+        """A fresh lock in a forked child: a parent thread may have held this one."""
+        self._lock = threading.Lock()
+
     def acquire(self, requests: int, tokens: int) -> float:
         """Take ``requests`` and ``tokens`` together, or say how long to wait."""
         with self._lock:

@@ -317,3 +317,29 @@ def test_metrics_snapshot_has_the_service_figures():
     assert snap["admission_wait_p50"] is not None and snap["admission_wait_total"] >= 0
     for key in ("latency_p50", "latency_p99", "rate_limited", "retries", "failed", "cancelled"):
         assert key in snap
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.timeout(30)
+def test_a_rate_limited_executor_works_in_a_forked_child_with_its_own_buckets():
+    ex = RateLimitedExecutor(limit_requests=100, limit_tokens=10_000, concurrency_limit=2)
+    ex.start()
+    assert ex.submit(Event(abs, args=(-1,), tokens=10)).result(timeout=5) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            result = ex.submit(Event(abs, args=(-2,), tokens=10)).result(timeout=5)
+            status = f"{result} {ex.limiter.waiting}"
+        except BaseException as exc:  # pragma: no cover - reported to the parent
+            status = f"error {exc!r}"
+        os.write(write, status.encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        _, code = os.waitpid(pid, 0)
+        report = os.read(read, 1000).decode()
+    finally:
+        os.close(read)
+        ex.shutdown()
+    assert (code, report) == (0, "2 0")
