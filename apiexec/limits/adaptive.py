@@ -40,8 +40,10 @@ Example:
     >>> state.limit          # slow start: +1 per success
     5.0
     >>> state = aimd.on_overload(state, now=2.0)
-    >>> state.limit          # multiplicative decrease
-    3.75
+    >>> state.limit          # the first overload ends slow start: halved
+    2.5
+    >>> aimd.on_overload(state, now=3.0).limit  # later ones: times backoff
+    1.875
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ DEFAULT_BACKOFF: Final = 0.75
 DEFAULT_LATENCY_TOLERANCE: Final = 2.0
 #: Successes needed before latency is trusted as a signal.
 MIN_LATENCY_SAMPLES: Final = 20
+#: The decrease that ends slow start.
+SLOW_START_BACKOFF: Final = 0.5
 #: Near the last overload (this band around it) the limit grows at
 #: ``PROBE_RATE`` calls per round trip instead of one.
 NEAR_PEAK: Final = (0.9, 1.1)
@@ -220,7 +224,11 @@ class AIMD:
         window = state.short_latency or 0.0
         if now - state.last_decrease < window:
             return state
-        limit = self._clamp(state.limit * self.backoff)
+        # Slow start doubles the limit every round trip: at its first overload
+        # the limit may be twice what the server takes, so it halves (Reno's
+        # decrease); afterwards the limit is near the capacity and ``backoff``.
+        factor = SLOW_START_BACKOFF if math.isinf(state.threshold) else self.backoff
+        limit = self._clamp(state.limit * factor)
         # The latency seen during the overload is not the server's normal:
         # restart the short average from the long one.
         return replace(

@@ -10,10 +10,8 @@ from tests.integration.test_fit_support import CappedServer, PerModelServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-#: Seconds each call takes at the capped server: long enough that Python's own
-#: per-call overhead (~15-20 ms for client and server in one test process) is
-#: not what decides whether the run is within 2x of the ideal time.
-LATENCY = 0.15
+#: Seconds each call takes at the capped server (ideal run: 240 / 8 * LATENCY).
+LATENCY = 0.1
 
 
 def write_models(path, models):
