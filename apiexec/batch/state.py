@@ -120,6 +120,12 @@ class RunState:
         self.interrupts += 1
         self.summary.interrupted = True
         self.wake.set()
+        if self.interrupts == 1:
+            logger.warning(
+                "interrupted: no new calls; finishing the %d in flight (signal again to abandon them)", self._in_flight
+            )
+        elif self.interrupts == 2:
+            logger.warning("interrupted again: abandoning the calls in flight")
 
     def trip(self, reason: str) -> None:
         if self.breaker.trip(reason):

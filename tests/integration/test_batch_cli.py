@@ -83,7 +83,12 @@ def test_a_stop_signal_finishes_and_writes_calls_in_flight_then_exits_130(tmp_pa
         proc = start_cli(*args)
         assert api.wait_for_requests(4)
         proc.send_signal(signum)
-        time.sleep(0.3)  # the run must not admit anything more meanwhile
+        said = ""
+        while "no new calls" not in said:  # the run says it stopped admitting: only then answer
+            line = proc.stderr.readline()
+            assert line, "the run ended without saying it stopped admitting"
+            said += line
+        assert "no new calls; finishing the 4 in flight (signal again to abandon them)" in said
         hold.release.set()
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
@@ -357,7 +362,7 @@ def test_the_limit_storage_going_down_stops_the_run(tmp_path, start_redis):
         sent = len(api.requests)
     assert proc.returncode == 3, err
     assert "stopped early: the limit storage failed" in err
-    assert sent <= at_stop + 4 + 2 and sent < 300
+    assert sent <= at_stop + 16 and sent < 300  # at most what was already admitted
     assert len(rows_of(out)) <= sent
 
 

@@ -2,6 +2,7 @@
 after the journal is safe, a failing disk stopping admission at once."""
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -50,15 +51,28 @@ def test_ctrl_c_from_python_is_reraised_after_the_answers_in_flight_are_written(
     hold = Holding()
     before = signal.getsignal(signal.SIGINT)
 
+    stopped = threading.Event()
+
+    class StopSeen(logging.Handler):
+        def emit(self, record):
+            if "no new calls" in record.getMessage():
+                stopped.set()
+
     def interrupt_when_busy():
         api.wait_for_requests(3)
         os.kill(os.getpid(), signal.SIGINT)
-        threading.Timer(0.3, hold.release.set).start()
+        stopped.wait(10)  # answer only once the run stopped admitting
+        hold.release.set()
 
+    seen = StopSeen()
+    logging.getLogger("apiexec.batch").addHandler(seen)
     with LoopbackAPI(hold) as api:
         threading.Thread(target=interrupt_when_busy, daemon=True).start()
-        with pytest.raises(KeyboardInterrupt) as caught:
-            run_batch(options(api.url, inp, out, concurrency=3))
+        try:
+            with pytest.raises(KeyboardInterrupt) as caught:
+                run_batch(options(api.url, inp, out, concurrency=3))
+        finally:
+            logging.getLogger("apiexec.batch").removeHandler(seen)
         sent = len(api.requests)
     assert isinstance(caught.value, BatchInterrupted)
     summary = caught.value.summary
