@@ -64,6 +64,9 @@ class _CallEnded(BaseException):
         self.error = error
 
 
+#: SDKs whose httpx module ``httpx_module(None)`` follows, once imported.
+KNOWN_SDKS: Final = ("openai", "anthropic")
+
 _MISSING: Final = "the SDK adapter needs httpx (or httpx2) and the SDK: pip install 'apiexec[sdk]'"
 
 
@@ -75,7 +78,9 @@ def httpx_module(sdk: Any = None) -> types.ModuleType:
 
     Args:
         sdk: The SDK: its module (``openai``), a client class or client, or
-            its name. None takes ``httpx2`` if installed, else ``httpx``.
+            its name. None takes the module of an SDK already imported
+            (``openai``, then ``anthropic``), else ``httpx2`` if installed,
+            else ``httpx``.
 
     Returns:
         The module whose ``Client`` the SDK accepts as ``http_client``.
@@ -87,6 +92,8 @@ def httpx_module(sdk: Any = None) -> types.ModuleType:
         >>> httpx_module("openai").__name__ in ("httpx", "httpx2")
         True
     """
+    if sdk is None:  # the SDK the caller imported knows which httpx it takes
+        sdk = next((name for name in KNOWN_SDKS if name in sys.modules), None)
     if sdk is not None:
         root = _sdk_root(sdk)
         for name in (f"{root}._base_client", root):

@@ -214,6 +214,8 @@ def test_the_httpx_module_is_the_one_the_sdk_imports():
 def test_without_httpx_the_error_says_what_to_install(monkeypatch):
     for name in ("httpx", "httpx2"):
         monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
+    for name in ("openai", "anthropic"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # no SDK imported either
     with pytest.raises(ImportError, match=r"pip install 'apiexec\[sdk\]'"):
         httpx_module()
     with pytest.raises(ImportError, match="apiexec"):
@@ -472,3 +474,15 @@ def test_a_body_ending_in_sdk_call_is_not_left_to_the_sdks_retries():
         call.invoke()
     assert isinstance(call.execution.exception, DeadlineExceeded)
     assert attempts == [1]
+
+
+def test_without_an_sdk_named_the_imported_sdk_decides(monkeypatch):
+    fake_httpx = type(sys)("fake_httpx")
+    fake_base = type(sys)("fake_sdk_base")
+    fake_base.httpx = fake_httpx
+    monkeypatch.setitem(sys.modules, "openai", type(sys)("openai"))
+    monkeypatch.setitem(sys.modules, "openai._base_client", fake_base)
+    assert httpx_module() is fake_httpx  # e.g. an SDK still on legacy httpx
+    monkeypatch.delitem(sys.modules, "openai")
+    monkeypatch.delitem(sys.modules, "anthropic", raising=False)
+    assert httpx_module().__name__ in ("httpx2", "httpx")
