@@ -61,10 +61,14 @@ class Usage:
     peak_rss_mib: float
     exit_code: int  # negative: killed by that signal
     stderr: str
+    timed_out: bool = False
 
 
 def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT) -> Usage:
     """Runs ``cmd`` (stdin and stdout closed, stderr kept) and measures it alone.
+
+    A command still running after ``timeout`` seconds is killed; its usage
+    is then unknown (NaN) and ``timed_out`` is set.
 
     Raises:
         RuntimeError: The launcher could not report (the command could not be started).
@@ -78,7 +82,13 @@ def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, timeout: float
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env,
                 start_new_session=True,  # one group: a timeout or Ctrl-C here ends the command too
             )  # fmt: skip
-            killer = threading.Timer(timeout, _kill_group, (launcher.pid,))
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                _kill_group(launcher.pid)
+
+            killer = threading.Timer(timeout, expire)
             killer.start()
             try:
                 launcher.wait()
@@ -90,6 +100,9 @@ def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, timeout: float
             wall = time.perf_counter() - start
             err.seek(0)
             stderr = err.read().decode(errors="replace")
+        if expired.is_set():
+            nan = float("nan")
+            return Usage(wall, nan, nan, -signal.SIGKILL, stderr + f"\nkilled after {timeout:g} s", timed_out=True)
         if not report.exists():
             raise RuntimeError(f"could not run {cmd[0]!r}: {stderr[-500:]}")
         data = json.loads(report.read_text())
