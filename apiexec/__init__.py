@@ -36,7 +36,9 @@ from apiexec.errors import (
 from apiexec.execution import Event, Execution, ExecutionStatus, Executor, Queue, QueueConfig
 from apiexec.http import Endpoint, EndpointConfig, Secret
 from apiexec.llm import APICalling
+from apiexec.llm.prices import Prices
 from apiexec.rate_limited import RateLimitedExecutor
+from apiexec.spending import BudgetAdmission
 
 if TYPE_CHECKING:
     from apiexec.batch import BatchOptions, BatchSummary, run_batch
@@ -67,6 +69,7 @@ __all__ = [
     "APITimeoutError",
     "BatchOptions",
     "BatchSummary",
+    "BudgetAdmission",
     "BudgetExceeded",
     "CapacityError",
     "ConfigError",
@@ -79,6 +82,7 @@ __all__ = [
     "ExecutionStatus",
     "Executor",
     "ExecutorNotRunning",
+    "Prices",
     "Queue",
     "QueueConfig",
     "QueueStopped",

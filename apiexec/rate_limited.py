@@ -49,6 +49,8 @@ from apiexec.limits.keyed import DEFAULT_LIMIT_KEY, KeyedLimiter, KeyedLimits, m
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
+from apiexec.llm.prices import Prices
+from apiexec.spending import BudgetAdmission
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +290,12 @@ class RateLimitedExecutor(Executor):
             per-minute limits, the whole limit for small ones (see
             :mod:`apiexec.limits.rate_limits`).
         token_burst: Most tokens taken at once; None for the default rule.
+        max_cost: A spending cap in US dollars: no API call starts that
+            could take spending past it (a
+            :class:`~apiexec.spending.BudgetAdmission`, shared through
+            ``storage``/``key`` like the limits; see ``docs/cost.md``).
+        prices: Prices per model for ``max_cost`` (default: the built-in
+            list prices, :meth:`~apiexec.llm.prices.Prices.builtin`).
 
     Raises:
         ConfigError: A limit, the interval, a queue setting or the storage
@@ -314,6 +322,8 @@ class RateLimitedExecutor(Executor):
         adaptive: bool | AIMD = False,
         burst: float | None = None,
         token_burst: float | None = None,
+        max_cost: float | None = None,
+        prices: Prices | None = None,
     ) -> None:
         check_positive_number("interval", interval)
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
@@ -350,6 +360,10 @@ class RateLimitedExecutor(Executor):
                 store, rules, max_wait=capacity_refresh_time, names_rate_limit=_names_rate_limit
             )
             chain.append(self.adaptive_admission)
+        #: The spending cap (``max_cost=``), or None.
+        self.budget = None if max_cost is None else BudgetAdmission(max_cost, prices, storage=self.storage, key=key)
+        if self.budget is not None:
+            chain.append(self.budget)
         chain.extend(policies)
         admission: Admission = chain[0] if len(chain) == 1 else Chain(*chain)
         super().__init__(event_type, queue_config, admission=admission)

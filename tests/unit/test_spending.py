@@ -198,3 +198,14 @@ def test_rate_limited_executor_with_a_budget_policy_runs_plain_functions():
     with RateLimitedExecutor(limit_requests=100, policies=[budget]) as executor:
         assert executor.submit(pow, 2, 5).result(5) == 32
     assert budget.spent == 0
+
+
+def test_rate_limited_executor_max_cost_builds_the_budget_policy():
+    executor = RateLimitedExecutor(limit_requests=100, max_cost=0.15, prices=PRICES)
+    assert executor.budget is not None and executor.budget.max_cost == 0.15 and executor.budget.prices is PRICES
+    first = Call(body())
+    assert executor.budget.admit(first, stop=threading.Event(), deadline=None) > 0
+    executor.budget.settle(first.answered(5, 100), to_nanos(0.1))
+    with pytest.raises(BudgetExceeded):
+        executor.budget.admit(Call(body()), stop=threading.Event(), deadline=None)
+    assert RateLimitedExecutor().budget is None
