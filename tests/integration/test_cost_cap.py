@@ -123,8 +123,9 @@ def test_unknown_price_lines_are_refused_under_a_cap_and_never_sent(tmp_path):
     assert "mystery-model" in refused["message"] and "--prices" in refused["message"]
 
 
-def _run_share(url, storage, inp, out, results):
+def _run_share(url, storage, inp, out, results, start):
     config = preset_config("openai-compatible", base_url=f"{url}/v1")
+    start.wait(30)  # both processes start spending together
     summary = run_batch(BatchOptions(input=inp, output=out, endpoint=config, concurrency=16, prices=PRICES,
                                      max_cost=0.6, limit_storage=storage, limit_key="shared-budget"))
     results.put((summary.exit_code, summary.succeeded))
@@ -134,12 +135,13 @@ def test_two_processes_sharing_a_sqlite_budget_never_cross_it_together(tmp_path,
     storage = f"sqlite:///{tmp_path}/limits.db"
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
+    start = context.Barrier(2)
     jobs = []
     for name in ("a", "b"):
         inp = tmp_path / f"{name}.jsonl"
         write_input(inp, 150)
         jobs.append(context.Process(target=_run_share, args=(server.url, storage, inp, tmp_path / f"out-{name}.jsonl",
-                                                             results)))
+                                                             results, start)))
     for job in jobs:
         job.start()
     outcomes = [results.get(timeout=50) for _ in jobs]
