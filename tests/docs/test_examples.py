@@ -87,3 +87,16 @@ def test_plain_script_stops_cleanly_on_a_signal(tmp_path: Path, signum: signal.S
     assert len(rows) == counts["completed"] and all(row["status"] == "completed" for row in rows)
     assert counts.get("cancelled", 0) > 0 and "failed" not in counts
     assert sum(counts.values()) == 400 and len(rows) < 400
+
+
+def test_sdk_example_runs_both_sdks_under_the_limits() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sdk_under_limits.py")],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT * 2, env=_env(),  # the SDKs import slowly
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("openai:    'mock reply to: Say hello") for line in lines) == 3
+    assert sum(line.startswith("anthropic: 'mock reply to: Say goodbye") for line in lines) == 2
+    # The scripted 429 was seen by the executor and retried once, through its buckets.
+    assert lines[-1] == "responses 6, 429s 1, retries 1", done.stdout
