@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from apiexec._checks import check_positive_number
+from apiexec.call_context import check_deadline, time_left
 from apiexec.errors import ConfigError, DeadlineExceeded, StorageError
 from apiexec.execution.admission import Admission, Chain
 from apiexec.execution.event import Event
@@ -97,8 +98,21 @@ class RateLimitAdmission:
         raise DeadlineExceeded("admission", getattr(event, "timeout", None) or 0.0)
 
     def admit_retry(self, stop: threading.Event) -> bool:
-        """A retry takes a request from the bucket, like a first attempt."""
-        return self.limiter.acquire(0, cancelled=stop.is_set)
+        """A retry takes a request from the bucket, like a first attempt.
+
+        It waits no longer than the call's deadline (read from the running
+        call's context).
+
+        Raises:
+            DeadlineExceeded: The deadline passed while the retry waited.
+        """
+        left = time_left()
+        deadline = None if left is None else time.monotonic() + left
+        if self.limiter.acquire(0, cancelled=stop.is_set, deadline=deadline):
+            return True
+        if not stop.is_set():
+            check_deadline("retry")
+        return False
 
     def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
         """Bring the buckets into line with a response's rate-limit headers."""

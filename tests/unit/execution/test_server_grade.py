@@ -343,3 +343,20 @@ def test_a_rate_limited_executor_works_in_a_forked_child_with_its_own_buckets():
         os.close(read)
         ex.shutdown()
     assert (code, report) == (0, "2 0")
+
+
+def test_a_retry_waiting_for_capacity_ends_at_the_call_deadline():
+    from apiexec.call_context import note_attempt
+
+    def two_attempts():
+        note_attempt()
+        note_attempt()  # the retry waits for a request from the bucket
+        return "sent"
+
+    with RateLimitedExecutor(limit_requests=1, interval=30.0) as ex:
+        started = time.monotonic()
+        future = ex.submit(Event(two_attempts, timeout=0.5))
+        with pytest.raises(DeadlineExceeded) as caught:
+            future.result(timeout=10)
+        assert time.monotonic() - started < 3.0
+    assert caught.value.phase == "retry"
