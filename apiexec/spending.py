@@ -74,6 +74,9 @@ class BudgetAdmission:
             of ``storage``/``key``.
         shared_wait: Seconds to wait for other processes' calls in flight
             before refusing.
+        unsent_errors: Exception types meaning a call was never sent (e.g.
+            a batch run's refusal to send after it stopped): such a call
+            costs nothing.
         waiter: Clock and blocking (tests inject a fake one).
 
     Raises:
@@ -101,6 +104,7 @@ class BudgetAdmission:
         key: str = DEFAULT_KEY,
         store: BudgetStore | None = None,
         shared_wait: float = DEFAULT_SHARED_WAIT,
+        unsent_errors: tuple[type[BaseException], ...] = (),
         waiter: Waiter = REAL,
     ) -> None:
         check_positive_number("max_cost", max_cost)
@@ -114,6 +118,7 @@ class BudgetAdmission:
         self.store: BudgetStore = store if store is not None else budget_from_url(storage, key=key)
         self._cap = to_nanos(self.max_cost)
         self._shared_wait = float(shared_wait)
+        self._unsent = tuple(unsent_errors)
         self._waiter = waiter
         self._cond = threading.Condition()
         self._in_flight = 0  # calls of this policy holding a reservation
@@ -253,8 +258,9 @@ class BudgetAdmission:
         """Nano-dollars to charge for a finished call."""
         execution = getattr(event, "execution", None)
         status = getattr(execution, "status", None)
-        if status is ExecutionStatus.FAILED and isinstance(getattr(execution, "exception", None), APIStatusError):
-            return 0  # the server answered with an error: not billed
+        error = getattr(execution, "exception", None)
+        if status is ExecutionStatus.FAILED and isinstance(error, (APIStatusError, *self._unsent)):
+            return 0  # the server answered with an error (not billed), or nothing was sent
         if status is ExecutionStatus.COMPLETED:
             request = _request_of(event) or {}
             model = request.get("model")

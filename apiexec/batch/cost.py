@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apiexec.batch.outcomes import NotSent
 from apiexec.batch.progress import ProgressState
 from apiexec.execution.admission import Chain
 from apiexec.limits.budget import to_nanos
@@ -182,7 +183,9 @@ def start_spending(options: BatchOptions, executor: RateLimitedExecutor) -> Cost
     prices = options.prices if options.prices is not None else Prices.builtin()
     meter = CostMeter(prices, max_cost=options.max_cost)
     if options.max_cost is not None:
-        meter.budget = BudgetAdmission(options.max_cost, prices, storage=options.limit_storage, key=options.limit_key)
+        meter.budget = BudgetAdmission(
+            options.max_cost, prices, storage=options.limit_storage, key=options.limit_key, unsent_errors=(NotSent,)
+        )
         # Asked last: a call takes its budget only once the limits admitted it.
         executor.admission = Chain(executor.admission, meter.budget)
     return meter

@@ -209,3 +209,13 @@ def test_rate_limited_executor_max_cost_builds_the_budget_policy():
     with pytest.raises(BudgetExceeded):
         executor.budget.admit(Call(body()), stop=threading.Event(), deadline=None)
     assert RateLimitedExecutor().budget is None
+
+
+def test_a_call_that_was_never_sent_costs_nothing():
+    class NotSent(Exception):
+        pass
+
+    budget = policy(1.0, unsent_errors=(NotSent,))
+    call = Call(body())
+    budget.settle(call.failed(NotSent("the run stopped admitting calls")), admit(budget, call))
+    assert budget.spent == 0 and budget.reserved == 0
