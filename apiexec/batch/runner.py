@@ -44,6 +44,7 @@ from apiexec.batch.cost import start_spending, with_cost
 from apiexec.batch.fit import fit_executor, with_concurrency
 from apiexec.batch.id_set import IdSet
 from apiexec.batch.journal import Journal, done_marker, row_key
+from apiexec.batch.lanes import Lanes, line_key
 from apiexec.batch.lines import STDIN, BatchLine, read_batch
 from apiexec.batch.lock import OutputLock
 from apiexec.batch.progress import DEFAULT_PROGRESS_INTERVAL, Progress
@@ -289,6 +290,31 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
     window = max(_QUEUE_AHEAD * options.concurrency, 16)  # never more than the queue holds: submit never blocks
     count_tokens = options.tokens_per_minute is not None
     base = options.endpoint
+    lanes = Lanes(window, lambda ready: run.wait_until(lambda: ready() or run.halted), halted=lambda: run.halted)
+
+    def send(line: BatchLine) -> bool:
+        if run.halted or line.body is None:  # (invalid lines never reach a lane)
+            return False
+        call = APICalling(
+            Gated(endpoints.get(line.method, line.path), run),  # type: ignore[arg-type]
+            line.body,
+            requires_tokens=count_tokens,
+        )
+        try:
+            future = executor.submit(call)
+        except (StorageError, BudgetExceeded) as exc:  # refused before it was queued
+            run.trip(refusal_reason(exc) or str(exc))
+            return False
+        run.submitted()
+        future.add_done_callback(functools.partial(lane_done, line_key(line.body, line.path)))
+        future.add_done_callback(functools.partial(summary.cost.on_done, call))  # before the row: progress
+        future.add_done_callback(functools.partial(run.on_done, line, call))
+        return True
+
+    def lane_done(key: str, future: object) -> None:
+        lanes.done(key)
+        run.wake.set()
+
     try:
         for line in read_batch(options.input, base_url=base.base_url, default_endpoint=base.endpoint):
             if run.halted:
@@ -307,23 +333,9 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
             if problem is not None or line.body is None:
                 _write_invalid(run, line, problem or "no body")
                 continue
-            run.wait_until(lambda: run.outstanding < window or run.halted)
-            if run.halted:
+            if not lanes.offer(line_key(line.body, line.path), line, send):  # a slow model's lines wait in their lane
                 return False
-            call = APICalling(
-                Gated(endpoints.get(line.method, line.path), run),  # type: ignore[arg-type]
-                line.body,
-                requires_tokens=count_tokens,
-            )
-            try:
-                future = executor.submit(call)
-            except (StorageError, BudgetExceeded) as exc:  # refused before it was queued
-                run.trip(refusal_reason(exc) or str(exc))
-                return False
-            run.submitted()
-            future.add_done_callback(functools.partial(summary.cost.on_done, call))  # before the row: progress
-            future.add_done_callback(functools.partial(run.on_done, line, call))
-        return True
+        return lanes.drain(send)
     finally:
         seen.close()
 

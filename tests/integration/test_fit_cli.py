@@ -106,3 +106,19 @@ def test_a_bad_limits_file_is_a_one_line_usage_error(tmp_path, text, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_slow_models_lines_never_fill_the_whole_window(tmp_path):
+    """More slow lines than the run holds at once (window 16 at --concurrency 2): the fast ones still go."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    models = ["slow"] * 30 + ["fast"] * 30  # file order puts every slow line first
+    write_models(inp, models)
+    with PerModelServer(slow_model="slow", rate=8.0, burst=2.0) as server:
+        proc = run_cli("run", str(inp), "-o", str(out), "--base-url", server.url, "--no-progress",
+                       "--concurrency", "2")
+    slow_done, fast_done = max(server.done["slow"]), max(server.done["fast"])
+    print(f"fast lines done at {fast_done:.2f}s, slow lines at {slow_done:.2f}s; 429s {server.rejected}")
+    assert proc.returncode == 0, proc.stderr
+    assert statuses(out) == [200] * 60
+    assert slow_done >= 3.0  # 30 calls at 8/s
+    assert fast_done < 0.5 * slow_done

@@ -1,0 +1,163 @@
+"""Lanes: a slow model's lines never take the whole run's window.
+
+A run keeps at most ``window`` lines in the executor at once. Lines of a
+model held back by its limit (its own buckets, a 429 pause) wait there; read
+in file order, they would soon fill the whole window and the other models'
+lines behind them would wait too, although nothing limits those. So lines
+are submitted by *lane* (one per model, or per endpoint path): while other
+lanes have lines to send, one lane holds at most half of the window, and
+lines of a full lane are held back (up to ``hold`` of them, in memory) while
+the reader goes on to the next lines. Within a lane, lines keep their order;
+across lanes, the earliest line that may go goes first.
+
+Example:
+    >>> lanes = Lanes(window=4, wait=lambda ready: None)
+    >>> sent = []
+    >>> for model in ["slow"] * 5 + ["fast"]:
+    ...     _ = lanes.offer(model, model, lambda item: sent.append(item) or True)
+    >>> sent                     # slow alone may take the whole window (4)...
+    ['slow', 'slow', 'slow', 'slow']
+    >>> lanes.done("slow")
+    >>> lanes.pump(lambda item: sent.append(item) or True)   # ...not once fast waits
+    True
+    >>> sent[4:]
+    ['fast']
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+#: Lines held back at most, by default, before the reader waits.
+DEFAULT_HOLD: Final = 4096
+
+#: Submits one line; False when the run must stop.
+Send = Callable[[Any], bool]
+
+
+def line_key(body: Any, path: str | None) -> str:
+    """The lane of a line: its model, else its endpoint path, else ``"*"``."""
+    model = body.get("model") if isinstance(body, dict) else None
+    if isinstance(model, str) and model:
+        return model
+    return path or "*"
+
+
+class Lanes:
+    """Lines submitted by lane, inside one window.
+
+    Args:
+        window: Most lines in the executor at once (all lanes).
+        wait: Blocks until ``ready()`` is true; called with ``ready``. (The
+            run's ``wait_until``: every finished line wakes it.)
+        halted: True once the run stops admitting lines (then nothing more
+            is sent and every wait ends).
+        hold: Most lines held back before :meth:`offer` waits for room.
+    """
+
+    def __init__(
+        self,
+        window: int,
+        wait: Callable[[Callable[[], bool]], None],
+        *,
+        halted: Callable[[], bool] = lambda: False,
+        hold: int = DEFAULT_HOLD,
+    ) -> None:
+        self.window = window
+        self._wait = wait
+        self._hold = max(hold, window)
+        self._held: dict[str, deque[tuple[int, Any]]] = {}
+        self._busy: dict[str, int] = {}
+        self._count = 0  # lines held back
+        self._in_window = 0
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._halted = halted
+        self._stopped = False
+
+    @property
+    def stopped(self) -> bool:
+        """Nothing more is sent (``send`` said stop, or the run halted)."""
+        return self._stopped or self._halted()
+
+    @property
+    def held(self) -> int:
+        """Lines held back now."""
+        return self._count
+
+    def offer(self, key: str, item: Any, send: Send) -> bool:
+        """Queue ``item`` in lane ``key`` and send whatever may go; False to stop.
+
+        Waits only while :attr:`held` is at the bound.
+        """
+        with self._lock:
+            self._held.setdefault(key, deque()).append((next(self._order), item))
+            self._count += 1
+            full = self._count >= self._hold
+        if not self.pump(send):
+            return False
+        while full and not self.stopped:
+            self._wait(lambda: self.stopped or self._pick(peek=True) is not None)
+            if not self.pump(send):
+                return False
+            with self._lock:
+                full = self._count >= self._hold
+        return not self.stopped
+
+    def drain(self, send: Send) -> bool:
+        """Send every held line, waiting for room; False if the run stopped."""
+        while self._count and not self.stopped:
+            self._wait(lambda: self.stopped or self._pick(peek=True) is not None)
+            if not self.pump(send):
+                return False
+        return not self.stopped
+
+    def pump(self, send: Send) -> bool:
+        """Send every held line that may go now; False if ``send`` said stop."""
+        while not self.stopped:
+            picked = self._pick()
+            if picked is None:
+                return True
+            key, item = picked
+            if not send(item):
+                self.done(key)
+                self._stopped = True
+                return False
+        return False
+
+    def done(self, key: str) -> None:
+        """A line of lane ``key`` left the window (its call ended)."""
+        with self._lock:
+            self._busy[key] -= 1
+            self._in_window -= 1
+            if not self._busy[key]:
+                del self._busy[key]
+
+    def _pick(self, *, peek: bool = False) -> tuple[str, Any] | None:
+        """The earliest held line whose lane may take a place (taken unless ``peek``)."""
+        with self._lock:
+            if self._in_window >= self.window:
+                return None
+            lanes = [key for key, held in self._held.items() if held]
+            active = set(lanes) | set(self._busy)
+            share = self.window if len(active) <= 1 else max(1, self.window // 2)
+            best: str | None = None
+            for key in lanes:
+                if self._busy.get(key, 0) < share and (best is None or self._held[key][0][0] < self._held[best][0][0]):
+                    best = key
+            if best is None or peek:
+                return None if best is None else (best, None)
+            _, item = self._held[best].popleft()
+            if not self._held[best]:
+                del self._held[best]
+            self._count -= 1
+            self._busy[best] = self._busy.get(best, 0) + 1
+            self._in_window += 1
+            return best, item
+
+
+__all__ = ["DEFAULT_HOLD", "Lanes", "line_key"]
