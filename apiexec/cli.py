@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-retries", type=_number(int, low=0, high=MAX_RETRIES_LIMIT), default=DEFAULT_MAX_RETRIES,
                      help="retries per call after the first attempt (429, 5xx, connection errors)")
     run.add_argument("--timeout", type=_number(float, low=0.0, high=86_400, strict_low=True),
-                     help="seconds per attempt (default: the endpoint's)")
+                     help="seconds for a whole call: every attempt, backoff and the body (default: the endpoint's)")
     run.add_argument("--stop-after-connection-failures", type=_number(int, low=1, high=1_000_000),
                      default=DEFAULT_CONNECTION_FAILURES, metavar="N",
                      help="stop the run (exit 3) after N calls in a row found no host")
@@ -338,7 +338,7 @@ def _target(args: argparse.Namespace) -> Iterator[tuple[EndpointConfig, float | 
     """The endpoint configuration, with a mock server running if asked."""
     overrides: dict[str, object] = {"max_retries": args.max_retries}
     if args.timeout:
-        overrides["timeout"] = args.timeout
+        overrides["total_timeout"] = args.timeout
     if args.api_key_env:
         overrides["api_key_env"] = args.api_key_env
     if not args.mock:
