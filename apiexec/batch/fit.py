@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -86,11 +87,15 @@ def with_concurrency(state: Callable[[], ProgressState], executor: RateLimitedEx
         return state
 
     def read() -> ProgressState:
+        current = state()
         try:
-            limit: float | None = policy.limit
+            limit = policy.limit  # the last known one while the storage fails
+            in_flight = policy.in_flight
         except StorageError:  # the progress line must not fail with the storage
-            limit = None
-        return dataclasses.replace(state(), concurrency=limit)
+            return dataclasses.replace(current, concurrency=limit)
+        # Calls held back by the adaptive limit are not waiting on a rate limit.
+        waiting = None if in_flight >= math.floor(limit) else current.waiting
+        return dataclasses.replace(current, concurrency=limit, waiting=waiting)
 
     return read
 

@@ -330,7 +330,8 @@ class RedisAdaptiveStore:
         self._rules = rules
         self._ttl = lease_ttl
         self._owner = _owner()
-        base = f"{backend.redis_key}:adaptive"
+        # One hash tag: a script's keys must live in one Redis Cluster slot.
+        base = f"{{{backend.redis_key}}}"
         self._keys = [base, f"{base}:leases", f"{base}:expiry"]
         client = backend._client
         self._acquire = client.register_script(_REDIS_ACQUIRE)
