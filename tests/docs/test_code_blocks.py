@@ -20,7 +20,9 @@
   fails here instead of calling it.
 
 Mark a fragment with ``<!-- docs-test: skip REASON -->`` on the line before
-its fence (see :mod:`tests.docs.markdown_blocks`).
+its fence (see :mod:`tests.docs.markdown_blocks`). A block that only
+includes a file (``--8<-- "examples/..."``, rendered by mkdocs' snippets
+extension) shows that file; the file's own tests run it.
 """
 
 from __future__ import annotations
@@ -109,6 +111,29 @@ def _close_everything(namespace: dict[str, Any]) -> None:
             value.stop()
 
 
+_SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
+
+
+def _included_files(block: CodeBlock) -> list[Path]:
+    """The files a block includes whole (``--8<-- "path"``); [] for code.
+
+    Such a block shows a file of ``examples/`` as it is; the file's own
+    tests run it, so the page cannot drift from the code.
+    """
+    lines = [line.strip() for line in block.code.splitlines() if line.strip()]
+    found = [_SNIPPET.match(line) for line in lines]
+    if not lines or not all(found):
+        return []
+    return [ROOT / match["path"] for match in found if match]
+
+
+def test_included_files_exist() -> None:
+    for page in PAGES:
+        for block in code_blocks(page.read_text()):
+            for path in _included_files(block):
+                assert path.is_file(), f"{_page_id(page)}:{block.line} includes {path}, which does not exist"
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("page", _pages_with(("python", "py")), ids=_page_id)
 def test_python_blocks_run_in_order(page: Path, scratch: Path, offline: None) -> None:
@@ -117,7 +142,7 @@ def test_python_blocks_run_in_order(page: Path, scratch: Path, offline: None) ->
     threads_before = set(threading.enumerate())
     try:
         for block in blocks:
-            if block.skip:
+            if block.skip or _included_files(block):
                 continue
             code = compile(block.code, f"{_page_id(page)}:{block.line}", "exec")
             try:

@@ -1,0 +1,1 @@
+"""An app that answers prompts through one process-wide apiexec executor."""
