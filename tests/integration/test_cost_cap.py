@@ -148,8 +148,9 @@ def test_two_processes_sharing_a_sqlite_budget_never_cross_it_together(tmp_path,
     for job in jobs:
         job.join(10)
     spent, answered = spent_in(tmp_path / "out-a.jsonl", tmp_path / "out-b.jsonl")
+    # Both stopped at the one budget (a process that started late may find it spent by the other).
     assert sorted(code for code, _ in outcomes) == [3, 3]
-    assert all(succeeded > 0 for _, succeeded in outcomes)  # both processes spent from the one budget
+    assert sum(succeeded for _, succeeded in outcomes) == answered
     assert spent <= 0.6 and spent >= 0.75 * 0.6
     assert server.stats.requests == answered
 
