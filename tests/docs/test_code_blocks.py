@@ -140,6 +140,7 @@ def test_python_blocks_run_in_order(page: Path, scratch: Path, offline: None) ->
     blocks = [block for block in code_blocks(page.read_text()) if block.lang in ("python", "py")]
     namespace: dict[str, Any] = {"__name__": f"docs_{page.stem}"}
     threads_before = set(threading.enumerate())
+    path_before = list(sys.path)
     try:
         for block in blocks:
             if block.skip or _included_files(block):
@@ -151,6 +152,10 @@ def test_python_blocks_run_in_order(page: Path, scratch: Path, offline: None) ->
                 pytest.fail(f"{_page_id(page)}, block at line {block.line}: {type(exc).__name__}: {exc}")
     finally:
         _close_everything(namespace)
+        sys.path[:] = path_before  # a page may import from examples/ (its scratch copy)
+        for name, module in list(sys.modules.items()):
+            if str(getattr(module, "__file__", None) or "").startswith(str(scratch)):
+                del sys.modules[name]
     leftover = [t for t in set(threading.enumerate()) - threads_before if t.is_alive() and not t.daemon]
     assert not leftover, f"{_page_id(page)} left threads running: {leftover}"
 
