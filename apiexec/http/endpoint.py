@@ -46,7 +46,8 @@ from apiexec.http.deadline import CURRENT_ALARM, WATCHDOG, Alarm, CallDeadline
 from apiexec.http.error_map import BODY_ERRORS, ErrorMapper, is_error_body
 from apiexec.http.event_stream import EventStream
 from apiexec.http.rate_limit_headers import tag_dialect
-from apiexec.http.retry import log_retry, retry_policy
+from apiexec.http.request_template import RequestTemplate
+from apiexec.http.retry import is_retryable, log_retry, retry_policy
 from apiexec.http.session import create_session
 
 logger = logging.getLogger(__name__)
@@ -75,14 +76,13 @@ class Endpoint:
         self.client: requests.Session | None = None
         self._client_lock = threading.Lock()
         self._sleep = sleep
-        self._retrying = retry_policy(
-            max_retries=config.max_retries,
-            backoff_base=config.backoff_base,
-            backoff_max=config.backoff_max,
-            retry_after_cap=config.retry_after_cap,
-            sleep=sleep,
-        )
+        self._retrying_policy: Any = None  # built at the first retry (tenacity is not imported before)
         self._errors = ErrorMapper(config)
+        #: The headers every call sends, built once (calls without extra headers share it).
+        self._base_headers: dict[str, str] = {"Content-Type": "application/json", **config.request_headers()}
+        self._template: RequestTemplate | None = None
+        dialect = config.header_dialect
+        self._dialect = None if dialect in (None, "auto") else dialect
         self.cache = ResponseCache(config.cache_size, config.cache_ttl)
 
     @classmethod
@@ -108,10 +108,23 @@ class Endpoint:
                 client = self.client
         return client
 
+    def _template_for(self, session: requests.Session) -> RequestTemplate | None:
+        """The prepared request of ``session``, built at its first call; None for requests' path."""
+        template = self._template
+        if template is None or template.session is not session:
+            template = RequestTemplate.for_session(
+                session, self.config.method, self.config.request_url(), self._base_headers
+            )
+            if template is None:
+                return None
+            self._template = template  # a race builds two equal templates: harmless
+        return template if template.usable(session) else None
+
     def close(self) -> None:
         """Close the session and its connections. Safe to call twice."""
         with self._client_lock:
             old, self.client = self.client, None
+            self._template = None
         if old is not None:
             ACTIVE_SECRETS.remove(self.config.secrets())
             old.close()
@@ -168,10 +181,50 @@ class Endpoint:
                 return cached
         send_headers = self._headers(headers)
         deadline = CallDeadline(self.config.total_timeout)
-        result = self._policy(deadline)(self._attempt, payload, send_headers, deadline)
+        result = self._retried(deadline, self._attempt, payload, send_headers, deadline)
         if key is not None and result is not None:
             self.cache.put(key, result)
         return result
+
+    def _retried(self, deadline: CallDeadline, attempt: Callable[..., Any], *args: Any) -> Any:
+        """``attempt(*args)`` under the retry policy; tenacity only after a retryable failure.
+
+        Most calls succeed at once: building a tenacity copy for them costs
+        more than the rest of our own work per call. The first attempt runs
+        bare; when it fails with a retryable error, the policy takes over as
+        if it had run that attempt itself (same attempt numbers, waits,
+        ``before_sleep`` log, deadline and limiter gating).
+        """
+        try:
+            return attempt(*args)
+        except Exception as exc:
+            if self.config.max_retries <= 0 or not is_retryable(exc):
+                raise
+            first: BaseException | None = exc
+
+        def resumed(*call_args: Any) -> Any:
+            nonlocal first
+            if first is not None:  # the policy's attempt 1 is the one already made
+                failure, first = first, None
+                raise failure
+            return attempt(*call_args)
+
+        return self._policy(deadline)(resumed, *args)
+
+    @property
+    def _retrying(self) -> Any:
+        """The retry policy (tenacity), built once, at the first retry."""
+        policy = self._retrying_policy
+        if policy is None:
+            config = self.config
+            policy = self._retrying_policy = retry_policy(
+                max_retries=config.max_retries,
+                backoff_base=config.backoff_base,
+                backoff_max=config.backoff_max,
+                retry_after_cap=config.retry_after_cap,
+                sleep=self._sleep,
+            )
+        return policy
 
     def _policy(self, deadline: CallDeadline) -> Any:
         """This call's copy of the retry policy; no backoff outlasts its deadline."""
@@ -190,10 +243,10 @@ class Endpoint:
         return self._retrying.copy(sleep=sleep, before_sleep=before_sleep)
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
-        headers.update(self.config.request_headers())
-        headers.update(extra or {})
-        return headers
+        """The call's headers; without extras the shared dict (never mutated)."""
+        if not extra:
+            return self._base_headers
+        return {**self._base_headers, **extra}
 
     def _attempt(self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline) -> Any:
         """One attempt of :meth:`call`, its socket watched by the deadline's alarm."""
@@ -223,8 +276,11 @@ class Endpoint:
         """Count the attempt and send the request; map transport errors."""
         session = self._session()
         note_attempt()
-        url = self.config.request_url()
         try:
+            template = self._template_for(session) if not options.keys() - {"stream"} else None
+            if template is not None:
+                return template.send(payload, headers, stream=options.get("stream", False))
+            url = self.config.request_url()
             if self.config.method == "GET":
                 return session.request(method="GET", url=url, headers=headers, params=payload, **options)
             return session.request(method=self.config.method, url=url, headers=headers, json=payload, **options)
@@ -238,8 +294,13 @@ class Endpoint:
 
     def _note(self, response: requests.Response) -> None:
         headers: Mapping[str, str] = response.headers
-        if isinstance(headers, Mapping):
-            headers = tag_dialect(headers, self.config.header_dialect)
+        dialect = self._dialect
+        if dialect is not None and isinstance(headers, Mapping):
+            if isinstance(headers, requests.structures.CaseInsensitiveDict):
+                # Tag the response's own headers: no copy per response.
+                headers.rate_limit_dialect = dialect  # type: ignore[attr-defined]
+            else:
+                headers = tag_dialect(headers, dialect)
         note_response(response.status_code, headers)
 
     def _parse(self, response: requests.Response) -> Any:
@@ -312,7 +373,7 @@ class Endpoint:
         payload = {**request, "stream": True}
         send_headers = self._headers({"Accept": "text/event-stream", **(headers or {})})
         deadline = CallDeadline(self.config.total_timeout)
-        events, first = self._policy(deadline)(self._open_stream, payload, send_headers, deadline)
+        events, first = self._retried(deadline, self._open_stream, payload, send_headers, deadline)
         try:
             if first is None:  # "[DONE]" at once: complete, and empty
                 return
