@@ -5,8 +5,9 @@ Exit status of ``apiexec run``:
 * **0** every line succeeded;
 * **1** a usage or configuration error (one line, no traceback, no usage dump);
 * **2** some lines failed or were invalid (their rows say why);
-* **3** stopped early by the circuit breaker (account refused, storage or
-  disk failing, host down): the unsent lines are left for the next run;
+* **3** stopped early by the circuit breaker (account refused, ``--max-cost``
+  reached, storage or disk failing, host down): the unsent lines are left for
+  the next run;
 * **130** interrupted by Ctrl-C, SIGTERM or SIGHUP (run it again to resume).
 
 Example::
@@ -72,8 +73,8 @@ _EXIT_STATUS: Final = """exit status:
   0    every line succeeded
   1    usage or configuration error
   2    some lines failed or were invalid (their rows say why)
-  3    stopped early (account refused, storage or disk failing, host down);
-       the unsent lines are left for the next run
+  3    stopped early (account refused, --max-cost reached, storage or disk
+       failing, host down); the unsent lines are left for the next run
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP); run the same command to resume"""
 
 
