@@ -116,8 +116,10 @@ class RateLimitAdmission:
 
     def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
         """Bring the buckets into line with a response's rate-limit headers."""
-        info = parse_rate_limit_headers(headers)
-        if info.is_empty or not self.learn:
+        if not self.learn:
+            return
+        info = parse_rate_limit_headers(headers)  # cheap for the usual response without any
+        if info.is_empty:
             return
         with _best_effort("rate-limit headers"):
             self.limiter.backend.sync(_server_limits(info))

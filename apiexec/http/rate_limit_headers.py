@@ -66,6 +66,7 @@ __all__ = [
     "PARSERS",
     "RateLimitInfo",
     "detect_dialect",
+    "names_rate_limit",
     "parse_anthropic_headers",
     "parse_duration",
     "parse_groq_headers",
@@ -135,7 +136,13 @@ class RateLimitInfo:
     @property
     def is_empty(self) -> bool:
         """True if the headers carried no rate-limit information at all."""
+        if self is _EMPTY:
+            return True
         return all(getattr(self, f.name) is None for f in fields(self))
+
+
+#: What headers without any rate-limit header say (one shared instance).
+_EMPTY: Final = RateLimitInfo()
 
 
 HeaderParser: TypeAlias = Callable[[Mapping[str, str], float | None], RateLimitInfo]
@@ -344,6 +351,29 @@ def tag_dialect(headers: Mapping[str, Any], dialect: str | None) -> Mapping[str,
     return tagged
 
 
+#: Every header any dialect reads starts with one of these (lower case):
+#: ``retry-after`` covers ``retry-after-ms``.
+_RATE_LIMIT_PREFIXES: Final = (OPENAI_PREFIX, ANTHROPIC_PREFIX, "retry-after")
+
+
+def names_rate_limit(headers: Mapping[str, Any]) -> bool:
+    """Whether any header name could carry rate-limit information (one pass over the names).
+
+    Most responses carry none: checking the names first spares copying and
+    parsing them. ``requests``' headers keep their lower-case names at hand.
+
+    Example:
+        >>> names_rate_limit({"Content-Type": "application/json", "Date": "x"})
+        False
+        >>> names_rate_limit({"Retry-After-Ms": "20"}), names_rate_limit({"X-RateLimit-Limit": "9"})
+        (True, True)
+    """
+    if isinstance(headers, CaseInsensitiveDict):
+        # Its own index is keyed by the lower-case names: no lower() per name.
+        return any(name.startswith(_RATE_LIMIT_PREFIXES) for name in headers._store)  # type: ignore[attr-defined]
+    return any(isinstance(name, str) and name.lower().startswith(_RATE_LIMIT_PREFIXES) for name in headers)
+
+
 def parse_rate_limit_headers(
     headers: Mapping[str, str], *, now: float | None = None, provider: str | None = None
 ) -> RateLimitInfo:
@@ -363,6 +393,8 @@ def parse_rate_limit_headers(
         ValueError: If ``provider`` is not a key of :data:`PARSERS`.
     """
     name = provider.lower() if provider is not None else getattr(headers, "rate_limit_dialect", None)
+    if (name is None or name in PARSERS) and not names_rate_limit(headers):
+        return _EMPTY  # the usual response: nothing to parse
     lowered = _lowered(headers)
     name = name or detect_dialect(lowered)
     parser = PARSERS.get(name)
