@@ -50,7 +50,7 @@ def refusal_reason(error: BaseException) -> str | None:
     if isinstance(error, StorageError):
         return f"the limit storage failed: {error}"
     if isinstance(error, BudgetExceeded):
-        return f"the budget is reached: {error}"
+        return f"budget reached: {error}"
     if not isinstance(error, APIStatusError):
         return None
     status = error.status_code

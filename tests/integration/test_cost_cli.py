@@ -90,7 +90,7 @@ def test_max_cost_stops_with_exit_3_and_a_higher_cap_finishes(tmp_path):
         second = run_cli(*args, "--max-cost", "2", "--report", str(report), "--no-progress")
         finished = json.loads(report.read_text())
     assert first.returncode == 3, first.stderr
-    assert "stopped early: the budget is reached" in first.stderr
+    assert "stopped early: budget reached" in first.stderr
     assert "the unsent lines are left for the next run" in first.stderr
     assert spent_first <= 0.3
     assert stopped["status"] == "stopped" and stopped["exit_code"] == 3

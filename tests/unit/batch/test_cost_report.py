@@ -88,7 +88,7 @@ def test_report_of_a_run_without_and_with_cost(tmp_path):
     assert "cost" not in report
     summary.cost = CostMeter(PRICES, max_cost=1.0, earlier=0.5)
     summary.cost.add(answer())
-    summary.stopped = "the budget is reached: x"
+    summary.stopped = "budget reached: x"
     report = build_report(summary)
     assert report["status"] == "stopped" and report["exit_code"] == 3
     assert report["cost"]["total_usd"] == pytest.approx(0.002) and report["cost"]["earlier_runs_usd"] == 0.5
