@@ -47,6 +47,7 @@ from apiexec.execution.event import ExecutionStatus
 from apiexec.limits.budget import BudgetStore, budget_from_url, from_nanos, to_nanos
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.llm.prices import Prices, UnknownPrice
+from apiexec.llm.sdk import SDKCall, request_body
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +265,8 @@ class BudgetAdmission:
         if status is ExecutionStatus.COMPLETED:
             request = _request_of(event) or {}
             model = request.get("model")
-            cost = self.prices.usage_cost(getattr(execution, "result", None), model if isinstance(model, str) else None)
+            answer = _answer_of(getattr(execution, "result", None))
+            cost = self.prices.usage_cost(answer, model if isinstance(model, str) else None)
             if cost is not None:
                 return to_nanos(cost)
             logger.info("an answer reported no usage: its worst case stays charged")
@@ -272,8 +274,25 @@ class BudgetAdmission:
 
 
 def _request_of(event: Any) -> Mapping[str, Any] | None:
+    """The JSON body of an API call (an SDK call's keyword arguments less its options)."""
     request = getattr(event, "request", None)
-    return request if isinstance(request, Mapping) else None
+    if not isinstance(request, Mapping):
+        return None
+    return request_body(request) if isinstance(event, SDKCall) else request
+
+
+def _answer_of(result: Any) -> Any:
+    """A decoded answer as a mapping: SDK objects (pydantic, raw responses) are dumped."""
+    if result is None or isinstance(result, Mapping):
+        return result
+    try:
+        if not hasattr(result, "usage") and callable(getattr(result, "parse", None)):
+            result = result.parse()  # with_raw_response: the SDK caches the parsed body
+        dump = getattr(result, "model_dump", None)
+        return dump() if callable(dump) else None
+    except Exception:  # an answer we cannot read is charged at its worst case
+        logger.debug("could not read the usage of an SDK answer", exc_info=True)
+        return None
 
 
 __all__ = ["DEFAULT_SHARED_WAIT", "BudgetAdmission"]

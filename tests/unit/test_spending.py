@@ -219,3 +219,21 @@ def test_a_call_that_was_never_sent_costs_nothing():
     call = Call(body())
     budget.settle(call.failed(NotSent("the run stopped admitting calls")), admit(budget, call))
     assert budget.spent == 0 and budget.reserved == 0
+
+
+def test_sdk_calls_are_priced_from_their_keyword_arguments_and_pydantic_answers():
+    from apiexec.llm.sdk import SDKCall
+
+    class Answer:  # what openai-python returns: a pydantic model
+        usage = True
+
+        def model_dump(self):
+            return {"model": "m", "usage": {"prompt_tokens": 10, "completion_tokens": 20}}
+
+    budget = policy(1.0)
+    call = SDKCall(lambda **kwargs: Answer(), {**body(), "timeout": 5, "extra_headers": {"x": "y"}})
+    reserved = admit(budget, call)
+    assert reserved == to_nanos(PRICES.worst_case(body()))
+    call.invoke()
+    budget.settle(call, reserved)
+    assert budget.spent == pytest.approx((10 * 1 + 20 * 1000) / 1e6)
