@@ -62,6 +62,12 @@ def run(out: Path | None) -> dict[str, float]:
             stop.set()
             executor.shutdown(wait=False, cancel_futures=True)
         refused = [(t - server.first, n) for t, n, rejected in server.timeline if rejected]
+        for i, (begin, capacity) in enumerate(PHASES):
+            end = PHASES[i + 1][0] if i + 1 < len(PHASES) else DURATION + 1
+            sent = [r for t, _, r in server.timeline if begin <= t - server.first < end]
+            no = sum(sent)
+            print(f"capacity {capacity:2d} ({begin:4.1f}-{min(end, DURATION):4.1f}s): {len(sent)} requests, "
+                  f"{no} refused ({no / max(1, len(sent)):.1%})")
         figures = {
             "accepted": server.accepted,
             "rejected": server.rejected,

@@ -13,8 +13,11 @@ applied to calls, as in Netflix's ``concurrency-limits`` (``AIMDLimit``):
   found in a few round trips;
 * *additive increase*: after that, by ``1/limit`` per success, one call per
   round trip — a quarter of that near the limit at which the last overload
-  came (as TCP CUBIC lingers near its last maximum): the server's capacity is
-  most likely there, and probing past it slowly makes refusals rare;
+  came, less each time the overload comes back there (as TCP CUBIC lingers
+  near its last maximum): the server's capacity is most likely there, and
+  probing past it slowly makes refusals rare; well past it without an
+  overload, the server has grown, and the limit grows by half a call per
+  success (x1.5 per round trip) to find the new capacity quickly;
 * *multiplicative decrease*: a sign of overload multiplies the limit by
   ``backoff``, at most once per round trip (several calls rejected by one
   overload are one event, as TCP reduces once per window).
@@ -69,6 +72,10 @@ SLOW_START_BACKOFF: Final = 0.5
 #: ``PROBE_RATE`` calls per round trip instead of one.
 NEAR_PEAK: Final = (0.9, 1.1)
 PROBE_RATE: Final = 0.25
+#: The increase per success once the limit is past the band without overload.
+BEYOND_PEAK_STEP: Final = 0.5
+#: The slowest probing, after overloads again and again at one place.
+MIN_PROBE_RATE: Final = 1 / 16
 #: Weight of a new sample in the short and long latency averages.
 SHORT_SMOOTHING: Final = 0.2
 LONG_SMOOTHING: Final = 0.02
@@ -89,6 +96,10 @@ class AIMDState:
         last_decrease: Clock time of the last decrease.
         overload_at: The limit when the last overload came (CUBIC's
             ``W_max``), or None before any.
+        probe_rate: Calls per round trip the limit grows by near
+            ``overload_at``: halved each time the overload comes back at the
+            same place (the capacity is known better each time), reset when
+            it comes elsewhere.
     """
 
     limit: float
@@ -98,6 +109,7 @@ class AIMDState:
     samples: int = 0
     last_decrease: float = -math.inf
     overload_at: float | None = None
+    probe_rate: float = PROBE_RATE
 
     @property
     def slots(self) -> int:
@@ -114,6 +126,7 @@ class AIMDState:
             "samples": self.samples,
             "last_decrease": None if math.isinf(self.last_decrease) else self.last_decrease,
             "overload_at": self.overload_at,
+            "probe_rate": self.probe_rate,
         }
 
     @classmethod
@@ -139,11 +152,14 @@ class AIMDState:
                 samples=int(data.get("samples", 0)),
                 last_decrease=-math.inf if last is None else float(last),
                 overload_at=None if peak is None else float(peak),
+                probe_rate=float(data.get("probe_rate", PROBE_RATE)),
             )
         except (TypeError, ValueError, KeyError, AttributeError):
             return default
         if not (math.isfinite(state.limit) and state.limit > 0):
             return default
+        if not (MIN_PROBE_RATE <= state.probe_rate <= PROBE_RATE):
+            state = replace(state, probe_rate=PROBE_RATE)
         return state
 
 
@@ -211,7 +227,12 @@ class AIMD:
             return 1.0
         peak = state.overload_at
         if peak is not None and peak * NEAR_PEAK[0] <= state.limit <= peak * NEAR_PEAK[1]:
-            return PROBE_RATE / state.limit
+            return state.probe_rate / state.limit
+        if peak is not None and state.limit > peak * NEAR_PEAK[1]:
+            # Well past the last overload without a new one: the server has grown.
+            # Speed up (half of slow start: x1.5 per round trip), as CUBIC's convex
+            # region does, rather than crawl towards a capacity far away.
+            return BEYOND_PEAK_STEP
         return 1.0 / state.limit
 
     def on_overload(self, state: AIMDState, *, now: float) -> AIMDState:
@@ -229,6 +250,9 @@ class AIMD:
         # decrease); afterwards the limit is near the capacity and ``backoff``.
         factor = SLOW_START_BACKOFF if math.isinf(state.threshold) else self.backoff
         limit = self._clamp(state.limit * factor)
+        peak = state.overload_at
+        same_place = peak is not None and abs(state.limit - peak) <= (NEAR_PEAK[1] - 1) * peak
+        probe_rate = max(MIN_PROBE_RATE, state.probe_rate / 2) if same_place else PROBE_RATE
         # The latency seen during the overload is not the server's normal:
         # restart the short average from the long one.
         return replace(
@@ -238,6 +262,7 @@ class AIMD:
             last_decrease=now,
             short_latency=state.long_latency,
             overload_at=state.limit,
+            probe_rate=probe_rate,
         )
 
     def _record_latency(self, state: AIMDState, latency: float | None) -> AIMDState:

@@ -23,8 +23,8 @@ Example:
     >>> stop = threading.Event()
     >>> policy.admit(object(), stop=stop, deadline=None), policy.in_flight
     (0, 1)
-    >>> policy.observe(503, {}); policy.limit
-    1.5
+    >>> policy.observe(503, {}); policy.limit   # the first overload halves
+    1.0
 """
 
 from __future__ import annotations
@@ -227,10 +227,12 @@ class AdaptiveAdmission:
         raise DeadlineExceeded("admission", getattr(event, "timeout", None) or 0.0)
 
     def admit_retry(self, stop: threading.Event) -> bool:
-        """A retry takes a slot again (it gave it back with its failed answer).
+        """A retry takes a slot below the current limit, in line with new calls.
 
-        An attempt that got no response at all was an overload, and kept its
-        slot through the backoff.
+        After an overload the call kept its slot through the backoff (so that
+        no other call walked into the same overload); the limit has shrunk
+        since, so the retry gives it back and waits its turn like a new call.
+        An attempt that got no response at all was an overload too.
 
         Raises:
             DeadlineExceeded: The call's deadline passed while it waited.
@@ -238,7 +240,9 @@ class AdaptiveAdmission:
         call = self._call
         if call.held and not call.responded:
             self._signal(self.gate.overload, "a call got no response (connection failure or timeout)")
-        if not call.held and call.admitted:
+        if call.held:
+            self._give_back()
+        if call.admitted:
             left = time_left(self.gate.waiter)
             deadline = None if left is None else self.gate.waiter.now() + left
             if not self.gate.acquire(stop.is_set, deadline):
@@ -255,15 +259,17 @@ class AdaptiveAdmission:
         if not call.held:
             return
         call.responded = True
-        if not 200 <= status_code < 300:
-            # A call waiting to retry (a backoff, a retry-after) is not in flight:
-            # its slot goes to another call until the retry takes one again.
-            self._give_back()
         if status_code in OVERLOAD_STATUSES:
             self._signal(self.gate.overload, f"the server answered {status_code}")
         elif status_code == 429 and not self._names_rate_limit(headers):
             self._signal(self.gate.overload, "the server answered 429 without a rate limit")
-        elif 200 <= status_code < 300:
+        elif not 200 <= status_code < 300:
+            # A call waiting to retry (a rate limit's retry-after, a backoff) is not
+            # in flight: its slot goes to another call until the retry takes one
+            # again. Not after an overload: a slot freed at once would let the next
+            # call into the same overload, over and over within one round trip.
+            self._give_back()
+        else:
             self._signal(self.gate.success, self.gate.waiter.now() - call.started)
 
     def settle(self, event: Any, reserved: int) -> None:

@@ -107,7 +107,7 @@ def test_successes_grow_the_limit_and_overloads_shrink_it():
     assert policy.in_flight == 0
     policy.admit(object(), stop=stop, deadline=None)
     policy.observe(503, {})
-    assert policy.limit == 1.5 and policy.in_flight == 0  # halved; the slot is given back while it backs off
+    assert policy.limit == 1.5 and policy.in_flight == 1  # halved; the slot is kept through the backoff
 
 
 @pytest.mark.parametrize(("status", "headers", "overload"), [
@@ -152,7 +152,7 @@ def test_a_retry_waiting_for_a_slot_stops_at_the_calls_deadline():
     policy = policy_on(clock, max_limit=1, initial=1)
     stop = threading.Event()
     policy.admit(object(), stop=stop, deadline=None)
-    policy.observe(500, {})  # gives the slot back while it waits to retry
+    policy.observe(500, {})  # not an overload: gives the slot back while it waits to retry
     assert MemoryAdaptiveStore.try_acquire(policy.gate.store)  # someone else takes it
     with call_context(deadline=clock.now() + 1.0, timeout=1.0), pytest.raises(DeadlineExceeded):
         policy.admit_retry(stop)
@@ -279,3 +279,17 @@ def test_redis_stores_share_the_slots_and_the_limit(redis_server):
     a.release()
     b.release()
     assert a.read()[1] == 0
+
+
+def test_a_retry_after_an_overload_waits_below_the_shrunk_limit():
+    clock = FakeClock(auto_advance=True)
+    policy = policy_on(clock, max_limit=8, initial=2)
+    stop = threading.Event()
+    policy.admit(object(), stop=stop, deadline=None)
+    assert policy.gate.store.try_acquire()  # another call in flight: 2 of 2
+    policy.observe(503, {})
+    assert policy.limit == 1.0 and policy.in_flight == 2  # kept through the backoff
+    with call_context(deadline=clock.now() + 1.0, timeout=1.0), pytest.raises(DeadlineExceeded):
+        policy.admit_retry(stop)  # 1 other call in flight, limit 1: the retry must wait its turn
+    policy.gate.store.release()
+    assert policy.admit_retry(stop) and policy.in_flight == 1

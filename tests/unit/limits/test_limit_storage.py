@@ -618,7 +618,7 @@ def test_cli_runs_with_a_shared_sqlite_storage(tmp_path):
     argv = ["run", str(_jsonl(tmp_path, 3)), "-o", str(tmp_path / "out.jsonl"), "--mock", "--no-progress"]
     assert cli_main([*argv, "--limit-storage", storage, "--limit-key", "batch"]) == 0
     row = sqlite3.connect(tmp_path / "limits.db").execute("SELECT key FROM apiexec_limits").fetchall()
-    assert row == [("batch",)]
+    assert sorted(row) == [("batch",), ("batch:m",)]  # the run's quota, and its model's own (issue 16)
 
 
 def test_cli_reports_a_bad_storage_in_one_line(tmp_path, capsys):
