@@ -47,6 +47,10 @@ def test_the_committed_notebook_carries_no_outputs() -> None:
 
 def test_the_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # Run the set-up cell twice, as a user re-running it would: the second run
+    # must stop the first one's executor, endpoint and server, not pile up.
+    setup = next(n for n, cell in enumerate(notebook.cells) if "cell_resources = ExitStack()" in cell.source)
+    notebook.cells.insert(setup + 1, nbformat.from_dict(dict(notebook.cells[setup])))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     client = nbclient.NotebookClient(
         notebook, timeout=CELL_TIMEOUT, kernel_name=_kernel_name(), resources={"metadata": {"path": str(tmp_path)}}
@@ -64,6 +68,7 @@ def test_the_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
         for output in cell.outputs
         if output.get("output_type") == "stream"
     )
+    assert text.count("ExecutorState.RUNNING") == 2
     assert "100 answers; 0 failed" in text
     assert "interrupted with" in text
     assert "sent 0" in text
