@@ -297,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace, prices: Prices) -> int:
-    """``--dry-run``: plan the run, print it (and ``--report``); nothing is sent or written."""
+    """``--dry-run``: print the plan on standard output (and ``--report``); nothing is sent or written."""
     base_url = args.base_url or ("http://mock.invalid/v1" if args.mock else None)
     overrides: dict[str, object] = {"api_key": "dry-run"}  # no key is needed to send nothing
     if base_url:
@@ -308,8 +308,9 @@ def _dry_run(args: argparse.Namespace, prices: Prices) -> int:
         max_cost=args.max_cost, requests_per_minute=args.requests_per_minute or (MOCK_REQUESTS_PER_MINUTE if args.mock
                                                                                  else None),
         tokens_per_minute=args.tokens_per_minute,
+        limits=None if args.limits is None else KeyedLimits.load(args.limits),
     )
-    print(plan.render(), file=sys.stderr)
+    print(plan.render())  # the plan is the command's output
     if args.report is not None:
         write_report(args.report, {"format": "apiexec-dry-run/1", **plan.as_dict()})
     return EXIT_SOME_FAILED if plan.invalid else EXIT_OK

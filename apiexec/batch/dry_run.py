@@ -14,8 +14,8 @@ touched), and adds up per model:
   output, but no more than :data:`~apiexec.llm.tokens.DEFAULT_OUTPUT_TOKENS`
   per completion: the length of a typical chat answer);
 * **cost**, worst case (reserved prompt + most output) and expected;
-* **duration**: how long the configured limits make the run at their
-  sustained rate (a first burst may go faster; latency and concurrency may
+* **duration**: how long the configured limits (overall, and each model's
+  own from ``--limits``) make the run take at their sustained rate (a first burst may go faster; latency and concurrency may
   make it slower).
 
 Example:
@@ -37,6 +37,7 @@ from apiexec.batch.journal import row_key
 from apiexec.batch.lines import read_batch
 from apiexec.batch.rows import fingerprint_of, is_success
 from apiexec.errors import ConfigError
+from apiexec.limits.keyed import KeyedLimits
 from apiexec.llm.estimates import _completions_per_request
 from apiexec.llm.prices import Prices, Usage, expected_prompt_tokens, max_output_tokens, usage_dollars
 from apiexec.llm.tokens import DEFAULT_OUTPUT_TOKENS, estimate_prompt_tokens
@@ -81,6 +82,7 @@ class DryRun:
     tokens_per_minute: float | None = None
     max_cost: float | None = None
     prices_as_of: str = ""
+    limits: KeyedLimits | None = None
 
     def total(self, name: str) -> int:
         """The sum of a token figure over the models."""
@@ -93,12 +95,19 @@ class DryRun:
 
     @property
     def minutes(self) -> float | None:
-        """Minutes the limits make the run take at their sustained rate (None: no limit)."""
-        spans = []
-        if self.requests_per_minute:
-            spans.append(self.to_send / self.requests_per_minute)
-        if self.tokens_per_minute:
-            spans.append((self.total("prompt_expected") + self.total("output_expected")) / self.tokens_per_minute)
+        """Minutes the limits make the run take at their sustained rate (None: no limit).
+
+        The slowest of the overall limits and each model's own (``--limits``).
+        """
+        tokens = self.total("prompt_expected") + self.total("output_expected")
+        spans = _spans(self.to_send, tokens, self.requests_per_minute, self.tokens_per_minute)
+        for name, plan in self.models.items():
+            limits = self.limits.for_key(name) if self.limits is not None else None
+            if limits is not None:
+                per_minute = 60.0 / limits.interval
+                spans += _spans(plan.lines, plan.prompt_expected + plan.output_expected,
+                                limits.requests and limits.requests * per_minute,
+                                limits.tokens and limits.tokens * per_minute)
         return max(spans) if spans else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,7 +121,7 @@ class DryRun:
             "cost_usd": {"worst_case": worst, "expected": expected, "prices_as_of": self.prices_as_of,
                          "max_cost": self.max_cost},
             "minutes": self.minutes,
-            "by_model": {name: vars(plan) for name, plan in sorted(self.models.items())},
+            "by_model": {name: dict(vars(plan)) for name, plan in sorted(self.models.items())},
         }
 
     def render(self) -> str:
@@ -151,6 +160,7 @@ def dry_run(
     max_cost: float | None = None,
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
+    limits: KeyedLimits | None = None,
 ) -> DryRun:
     """Plan a run of ``source`` (see the module docstring); sends nothing, writes nothing.
 
@@ -158,7 +168,7 @@ def dry_run(
         OSError: The input cannot be read.
     """
     plan = DryRun(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
-                  max_cost=max_cost, prices_as_of=prices.as_of)
+                  max_cost=max_cost, prices_as_of=prices.as_of, limits=limits)
     done = _answered(output)
     seen: set[str] = set()
     for line in read_batch(source, base_url=base_url, default_endpoint=default_endpoint):
@@ -225,6 +235,15 @@ def _answered(output: Path | None) -> set[str]:
             if isinstance(custom_id, str) and isinstance(fp, str) and is_success(row):
                 keys.add(row_key(custom_id, fp))
     return keys
+
+
+def _spans(lines: int, tokens: int, requests_per_minute: float | None, tokens_per_minute: float | None) -> list[float]:
+    spans = []
+    if requests_per_minute:
+        spans.append(lines / requests_per_minute)
+    if tokens_per_minute:
+        spans.append(tokens / tokens_per_minute)
+    return spans
 
 
 def _usd(value: float | None) -> str:

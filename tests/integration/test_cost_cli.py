@@ -37,7 +37,7 @@ def test_dry_run_sends_nothing_and_estimates_the_example_within_10_percent(tmp_p
         real = run_cli("run", str(EXAMPLE), "-o", str(out), *target(server), "--no-progress")
     assert dry.returncode == 0, dry.stderr
     assert real.returncode == 0, real.stderr
-    assert "nothing was sent" in dry.stderr and "50 to send" in dry.stderr
+    assert "nothing was sent" in dry.stdout and "50 to send" in dry.stdout
     estimate = json.loads(plan.read_text())
     billed_prompt = sum(answer["usage"]["prompt_tokens"] for answer in answers(out))
     assert abs(estimate["prompt_tokens"]["expected"] - billed_prompt) <= 0.10 * billed_prompt
@@ -47,7 +47,7 @@ def test_dry_run_sends_nothing_and_estimates_the_example_within_10_percent(tmp_p
     assert estimate["output_tokens"]["expected"] >= billed_out
     assert estimate["cost_usd"]["worst_case"] >= estimate["cost_usd"]["expected"] > 0
     assert estimate["minutes"] == pytest.approx(50 / 600)
-    assert "about 5s" in dry.stderr
+    assert "about 5s" in dry.stdout
 
 
 def test_dry_run_after_a_partial_run_counts_only_what_is_left(tmp_path):
@@ -60,7 +60,7 @@ def test_dry_run_after_a_partial_run_counts_only_what_is_left(tmp_path):
         dry = run_cli("run", str(EXAMPLE), "-o", str(out), *target(server), "--dry-run")
         assert server.stats.requests == done
     assert first.returncode == 3 and 0 < done < 50
-    assert f"{50 - done} to send, {done} already done" in dry.stderr
+    assert f"{50 - done} to send, {done} already done" in dry.stdout
 
 
 def test_dry_run_lists_invalid_and_unpriced_lines(tmp_path):
@@ -74,8 +74,8 @@ def test_dry_run_lists_invalid_and_unpriced_lines(tmp_path):
     ]) + "\n")
     dry = run_cli("run", str(inp), "-o", str(tmp_path / "out.jsonl"), "--mock", "--dry-run", "--max-cost", "1")
     assert dry.returncode == 2
-    assert "1 to send" in dry.stderr and "3 invalid" in dry.stderr
-    assert "mystery-model" in dry.stderr and "duplicate custom_id 'a'" in dry.stderr
+    assert "1 to send" in dry.stdout and "3 invalid" in dry.stdout
+    assert "mystery-model" in dry.stdout and "duplicate custom_id 'a'" in dry.stdout
 
 
 def test_max_cost_stops_with_exit_3_and_a_higher_cap_finishes(tmp_path):

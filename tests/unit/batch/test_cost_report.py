@@ -121,3 +121,16 @@ def test_dry_run_with_an_unpriced_model_has_no_total_cost(tmp_path):
     assert plan.to_send == 1 and plan.cost("worst_cost") is None
     assert "unknown (a model has no price)" in plan.render()
     assert "no rate limit set" in plan.render()
+
+
+def test_dry_run_duration_follows_each_models_own_limits(tmp_path):
+    from apiexec.limits.keyed import KeyedLimits
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"model": model, "max_tokens": 1, "messages": []}) + "\n"
+                           for model in ["m"] * 30 + ["x"] * 10))
+    limits = KeyedLimits.from_mapping({"m": {"requests_per_minute": 10}})
+    plan = dry_run(inp, base_url="http://h/v1", default_endpoint="chat/completions", prices=PRICES,
+                   requests_per_minute=100, limits=limits)
+    assert plan.minutes == pytest.approx(3.0)  # 30 lines of m at 10 a minute; the overall 40 at 100 is faster
+    assert "about 3m00s" in plan.render()
