@@ -1,11 +1,19 @@
 """The AIMD rules, pure: slow start, additive increase, probing near the last overload, decreases."""
 
+import dataclasses
 import math
 
 import pytest
 
 from apiexec.errors import ConfigError
-from apiexec.limits.adaptive import AIMD, MIN_LATENCY_SAMPLES, PROBE_RATE, AIMDState
+from apiexec.limits.adaptive import (
+    AIMD,
+    BEYOND_PEAK_STEP,
+    MIN_LATENCY_SAMPLES,
+    MIN_PROBE_RATE,
+    PROBE_RATE,
+    AIMDState,
+)
 
 
 def grown(aimd, state, n, *, latency=0.1, in_flight=None, now=0.0):
@@ -132,3 +140,21 @@ def test_the_state_survives_json_and_garbage_restarts_it():
     assert fresh.threshold == math.inf and fresh.last_decrease == -math.inf
     for junk in (None, [], {"limit": "x"}, {"limit": -3}, {"limit": math.nan}, {"nolimit": 1}):
         assert AIMDState.from_dict(junk, aimd.start()) == aimd.start()
+
+
+def test_overloads_again_at_one_place_slow_the_probing_and_elsewhere_reset_it():
+    aimd = AIMD(max_limit=64, initial=8)
+    state = AIMDState(limit=9.0, threshold=6.0, overload_at=9.0)
+    state = aimd.on_overload(state, now=0.0)  # the same place again
+    assert state.probe_rate == PROBE_RATE / 2
+    for t in range(1, 6):  # back up to 9 and refused there, again and again
+        state = aimd.on_overload(dataclasses.replace(state, limit=9.0), now=float(t))
+    assert state.probe_rate == MIN_PROBE_RATE  # bounded below
+    moved = aimd.on_overload(AIMDState(limit=20.0, threshold=15.0, overload_at=9.0, probe_rate=MIN_PROBE_RATE), now=9.0)
+    assert moved.probe_rate == PROBE_RATE and moved.overload_at == 20.0
+
+
+def test_well_past_the_last_overload_the_limit_speeds_up():
+    aimd = AIMD(max_limit=64)
+    state = AIMDState(limit=12.0, threshold=6.0, overload_at=9.0, probe_rate=MIN_PROBE_RATE)
+    assert aimd.on_success(state, latency=None, in_flight=12, now=0.0).limit == 12.0 + BEYOND_PEAK_STEP
