@@ -21,8 +21,10 @@ price wins; names are compared in lower case:
    as ``openai/gpt-4o-mini``).
 
 Nothing looser: ``gpt-4o-audio-preview`` is *not* priced as ``gpt-4o``
-(its audio tokens cost more). A model with no price is unknown
-(``None``), never free.
+(its audio tokens cost more). A ``"*"`` entry, if you give one, prices
+every model no rule matched (and requests naming no model, e.g. Azure
+deployments). Otherwise a model with no price is unknown (``None``),
+never free.
 
 **Worst case** of a request (:meth:`Prices.worst_case`): its prompt estimate
 (:func:`~apiexec.llm.tokens.estimate_prompt_tokens`) at the input price, plus
@@ -66,10 +68,11 @@ from apiexec.llm.estimates import (
     _json_tokens,
     _value_tokens,
 )
+from apiexec.llm.price_table import TABLE
 from apiexec.llm.tokenizer import CHARS_PER_TOKEN
 from apiexec.llm.tokens import MESSAGE_OVERHEAD_TOKENS, OUTPUT_LIMIT_FIELDS, estimate_prompt_tokens, output_reservation
 
-#: The day the built-in prices were read from the sources below.
+#: The day the built-in prices (:mod:`apiexec.llm.price_table`, sources cited there) were read.
 PRICES_AS_OF: Final = "2026-11-26"
 
 #: Output tokens a request that names no maximum is assumed able to write
@@ -77,82 +80,15 @@ PRICES_AS_OF: Final = "2026-11-26"
 #: make the worst case exact: the cap only holds for what a request allows.
 UNCAPPED_OUTPUT_TOKENS: Final = 16_384
 
+#: The name of a price entry that applies to every model no other entry matches.
+ANY_MODEL: Final = "*"
+
 #: Anthropic's cache-write multipliers of the input price (5-minute and 1-hour caches).
 CACHE_WRITE_MULTIPLIER: Final = 1.25
 CACHE_WRITE_1H_MULTIPLIER: Final = 2.0
 
 _PER_TOKEN: Final = 1e-6  # prices are per million tokens
 _SNAPSHOT: Final = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
-
-# Sources (list prices, USD per 1M tokens), read on PRICES_AS_OF:
-# - OpenAI: https://developers.openai.com/api/docs/pricing (via
-#   https://raw.githubusercontent.com/api-evangelist/posts/main/_posts/2026-11-06-openai-api-pricing-what-every-model-costs-per-million-tokens.md,
-#   https://www.morphllm.com/openai-api-pricing, https://deploybase.ai/articles/openai-pricing,
-#   https://chatgptpricing-akr.pages.dev/api-pricing)
-# - Anthropic: https://platform.claude.com/docs/en/about-claude/pricing
-# - DeepSeek: https://api-docs.deepseek.com/quick_start/pricing (V3.2: https://benchlm.ai/blog/posts/deepseek-api-pricing)
-# - Gemini: https://ai.google.dev/gemini-api/docs/pricing (via https://docs.rs/gemini-cost)
-# - Groq: https://groq.com/pricing ; Mistral: https://mistral.ai/pricing ; xAI: https://docs.x.ai/docs/models
-# Each entry: (input, output, cached_input or None, max_output or None).
-_TABLE: Final[dict[str, tuple[float, float, float | None, int | None]]] = {
-    # OpenAI
-    "gpt-5.5": (5.00, 30.00, 0.50, 128_000),
-    "gpt-5.4": (2.50, 15.00, 0.25, 128_000),
-    "gpt-5.4-mini": (0.75, 4.50, 0.075, 128_000),
-    "gpt-5.4-nano": (0.20, 1.25, 0.02, 128_000),
-    "gpt-5.1": (1.25, 10.00, 0.125, 128_000),
-    "gpt-5": (1.25, 10.00, 0.125, 128_000),
-    "gpt-5-mini": (0.25, 2.00, 0.025, 128_000),
-    "gpt-5-nano": (0.05, 0.40, 0.005, 128_000),
-    "gpt-4.1": (2.00, 8.00, 0.50, 32_768),
-    "gpt-4.1-mini": (0.40, 1.60, 0.10, 32_768),
-    "gpt-4.1-nano": (0.10, 0.40, 0.025, 32_768),
-    "gpt-4o": (2.50, 10.00, 1.25, 16_384),
-    "gpt-4o-mini": (0.15, 0.60, 0.075, 16_384),
-    "o1": (15.00, 60.00, 7.50, 100_000),
-    "o3": (2.00, 8.00, 0.50, 100_000),
-    "o3-mini": (1.10, 4.40, 0.55, 100_000),
-    "o4-mini": (1.10, 4.40, 0.275, 100_000),
-    "gpt-3.5-turbo": (0.50, 1.50, None, 4_096),
-    "text-embedding-3-small": (0.02, 0.0, None, 0),
-    "text-embedding-3-large": (0.13, 0.0, None, 0),
-    # Anthropic (cached input = cache hits; cache writes from CACHE_WRITE_MULTIPLIER)
-    "claude-opus-5": (5.00, 25.00, 0.50, None),
-    "claude-opus-4-8": (5.00, 25.00, 0.50, None),
-    "claude-opus-4-7": (5.00, 25.00, 0.50, None),
-    "claude-opus-4-6": (5.00, 25.00, 0.50, None),
-    "claude-opus-4-5": (5.00, 25.00, 0.50, None),
-    "claude-opus-4-1": (15.00, 75.00, 1.50, None),
-    "claude-opus-4-0": (15.00, 75.00, 1.50, None),
-    "claude-opus-4": (15.00, 75.00, 1.50, None),
-    "claude-sonnet-5": (2.00, 10.00, 0.20, None),
-    "claude-sonnet-4-6": (3.00, 15.00, 0.30, None),
-    "claude-sonnet-4-5": (3.00, 15.00, 0.30, None),
-    "claude-sonnet-4-0": (3.00, 15.00, 0.30, None),
-    "claude-sonnet-4": (3.00, 15.00, 0.30, None),
-    "claude-3-7-sonnet": (3.00, 15.00, 0.30, None),
-    "claude-haiku-4-5": (1.00, 5.00, 0.10, None),
-    "claude-3-5-haiku": (0.80, 4.00, 0.08, None),
-    "claude-3-haiku": (0.25, 1.25, 0.03, None),
-    # DeepSeek (cached input = cache hit)
-    "deepseek-chat": (0.28, 0.42, 0.028, 8_192),
-    "deepseek-reasoner": (0.28, 0.42, 0.028, 65_536),
-    # Google Gemini (prompts up to 200k tokens)
-    "gemini-2.5-pro": (1.25, 10.00, 0.125, 65_536),
-    "gemini-2.5-flash": (0.30, 2.50, 0.03, 65_536),
-    "gemini-2.5-flash-lite": (0.10, 0.40, 0.01, 65_536),
-    "gemini-2.0-flash": (0.10, 0.40, 0.025, 8_192),
-    # Groq
-    "llama-3.3-70b-versatile": (0.59, 0.79, None, 32_768),
-    "llama-3.1-8b-instant": (0.05, 0.08, None, 131_072),
-    # Mistral
-    "mistral-large-latest": (2.00, 6.00, None, None),
-    "mistral-small-latest": (0.10, 0.30, None, None),
-    # xAI
-    "grok-4": (3.00, 15.00, 0.75, None),
-    "grok-3-mini": (0.30, 0.50, 0.075, None),
-}
-
 
 class UnknownPrice(ConfigError):
     """A model has no known price (under a spending cap every model needs one).
@@ -250,7 +186,7 @@ class Prices(Mapping[str, ModelPrice]):
     @classmethod
     def builtin(cls) -> Prices:
         """The built-in list prices (as of :data:`PRICES_AS_OF`)."""
-        return cls({name: ModelPrice(*row) for name, row in _TABLE.items()})
+        return cls({name: ModelPrice(*row) for name, row in TABLE.items()})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, base: Prices | None = None) -> Prices:
@@ -294,9 +230,9 @@ class Prices(Mapping[str, ModelPrice]):
     # -- matching and maths ---------------------------------------------------
 
     def lookup(self, model: object) -> ModelPrice | None:
-        """The price of ``model`` by the matching rules above, or None."""
+        """The price of ``model`` by the matching rules above, else the ``"*"`` entry, else None."""
         if not isinstance(model, str) or not model:
-            return None
+            return self._table.get(ANY_MODEL)
         name = model.strip().lower()
         candidates = [name]
         if "/" in name:
@@ -306,7 +242,7 @@ class Prices(Mapping[str, ModelPrice]):
                 price = self._table.get(key)
                 if price is not None:
                     return price
-        return None
+        return self._table.get(ANY_MODEL)
 
     def cost(self, model: object, input_tokens: int, output_tokens: int, cached: int = 0) -> float | None:
         """Dollars for ``input_tokens`` (of which ``cached`` were cache hits) and ``output_tokens``.
@@ -475,6 +411,7 @@ def _price(name: object, value: ModelPrice | Mapping[str, Any]) -> ModelPrice:
 
 
 __all__ = [
+    "ANY_MODEL",
     "CACHE_WRITE_1H_MULTIPLIER",
     "CACHE_WRITE_MULTIPLIER",
     "PRICES_AS_OF",

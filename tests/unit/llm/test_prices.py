@@ -237,3 +237,11 @@ def test_expected_prompt_tokens_match_what_the_mock_bills_for_the_example(tmp_pa
 def test_repr_and_mapping():
     assert repr(PRICES) == f"Prices(2 models, as_of='{PRICES_AS_OF}')"
     assert "M" in PRICES and sorted(PRICES) == ["big", "m"]
+
+
+def test_a_star_entry_prices_every_other_model_and_requests_without_one():
+    prices = Prices.builtin().with_overrides({"*": {"input": 9, "output": 9}})
+    assert prices.lookup("my-deployment") == ModelPrice(9, 9)
+    assert prices.lookup(None) == ModelPrice(9, 9)
+    assert prices.lookup("gpt-4o-mini") == Prices.builtin()["gpt-4o-mini"]  # a real match still wins
+    assert Prices.builtin().lookup("my-deployment") is None
