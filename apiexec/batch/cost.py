@@ -144,7 +144,9 @@ class CostMeter:
         for name, entry in self.snapshot().items():
             cost = "no price" if entry.cost is None else usd(entry.cost)
             parts.append(f"{name} {cost} ({entry.calls} calls, {entry.input_tokens} in, {entry.output_tokens} out)")
-        head = f"apiexec: cost {usd(self.total)}"
+        models = self.snapshot()
+        priced = not models or any(entry.cost is not None for entry in models.values())
+        head = f"apiexec: cost {usd(self.total) if priced else 'unknown'}"
         if self.earlier:
             head += f" this run, {usd(self.earlier + self.total)} with earlier runs"
         if self.max_cost is not None:

@@ -134,3 +134,9 @@ def test_dry_run_duration_follows_each_models_own_limits(tmp_path):
                    requests_per_minute=100, limits=limits)
     assert plan.minutes == pytest.approx(3.0)  # 30 lines of m at 10 a minute; the overall 40 at 100 is faster
     assert "about 3m00s" in plan.render()
+
+
+def test_a_run_of_unpriced_models_says_its_cost_is_unknown():
+    meter = CostMeter(PRICES)
+    meter.add(answer("mystery"))
+    assert meter.render_lines()[0].startswith("apiexec: cost unknown (list prices")
