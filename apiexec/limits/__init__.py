@@ -9,8 +9,10 @@ Example:
     10.0
 """
 
+from apiexec.limits.adaptive import AIMD
 from apiexec.limits.bucket import LimitBackend, MemoryBackend, ServerLimits
+from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.rate_limits import RateLimits
 
-__all__ = ["LimitBackend", "MemoryBackend", "RateLimiter", "RateLimits", "ServerLimits"]
+__all__ = ["AIMD", "KeyedLimits", "LimitBackend", "MemoryBackend", "RateLimiter", "RateLimits", "ServerLimits"]
