@@ -100,3 +100,32 @@ def test_sdk_example_runs_both_sdks_under_the_limits() -> None:
     assert sum(line.startswith("anthropic: 'mock reply to: Say goodbye") for line in lines) == 2
     # The scripted 429 was seen by the executor and retried once, through its buckets.
     assert lines[-1] == "responses 6, 429s 1, retries 1", done.stdout
+
+
+def test_cookbook_migration_round_trip_keeps_metadata_and_failures(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from migrate_cookbook import from_results, metadata_path, to_batch
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        json.dumps({"model": "m", "input": "a", "metadata": {"row": 1}}) + "\n\n" + json.dumps({"model": "m", "input": "b"}) + "\n"
+    )
+    batch = tmp_path / "batch.jsonl"
+    assert to_batch(requests, batch, "/v1/embeddings") == 2
+    lines = _rows(batch)
+    assert lines[0] == {"custom_id": "line-1", "method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "input": "a"}}
+    assert lines[1]["custom_id"] == "line-3"  # line numbers of the source, blank lines counted
+    assert _rows(metadata_path(batch))[1] == {"custom_id": "line-3", "metadata": None}
+    results = tmp_path / "results.jsonl"
+    error_body = {"error": {"message": "bad", "type": "invalid_request_error", "param": "input", "code": None}}
+    results.write_text("\n".join(json.dumps(row) for row in [
+        {"custom_id": "line-3", "response": {"status_code": 400, "request_id": "r2", "body": error_body}, "error": None},
+        {"custom_id": "line-1", "response": {"status_code": 200, "request_id": "r1", "body": {"data": []}}, "error": None},
+    ]) + "\n")
+    out = tmp_path / "cookbook.jsonl"
+    assert from_results(batch, results, out) == 2
+    failed, succeeded = _rows(out)
+    assert failed == [{"model": "m", "input": "b"}, [json.dumps(error_body)]]  # no metadata: two items
+    assert succeeded == [{"model": "m", "input": "a"}, {"data": []}, {"row": 1}]
