@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -56,6 +57,10 @@ DEFAULT_LIMIT_KEY: Final = "*"
 #: bound: model names come from input files, and a file with a million
 #: distinct names must not create a million limiters.
 MAX_KEYS: Final = 10_000
+
+#: Longest key used as is; longer ones (a hostile model name) are shortened
+#: with a digest, so storage keys stay small and distinct.
+MAX_KEY_LENGTH: Final = 200
 
 #: The settings a key's entry may hold, and the RateLimits field each sets.
 _FIELDS: Final = {
@@ -243,6 +248,9 @@ class KeyedLimiter:
 
     def limiter(self, key: str) -> RateLimiter:
         """The limiter of ``key`` (created, with its backend, on first use)."""
+        if len(key) > MAX_KEY_LENGTH:
+            digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            key = f"{key[: MAX_KEY_LENGTH - 17]}#{digest}"
         found = self._limiters.get(key)
         if found is not None:
             return found

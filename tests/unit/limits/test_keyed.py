@@ -119,3 +119,16 @@ def test_after_fork_makes_fresh_limiters_over_the_same_backends():
     keyed.after_fork()
     after = keyed.limiter("a")
     assert after is not before and after.backend is before.backend
+
+
+def test_a_huge_model_name_gets_a_short_distinct_key():
+    opened = []
+
+    def open_backend(key, limits):
+        opened.append(key)
+        return memory_backends()(key, limits)
+
+    keyed = KeyedLimiter(KeyedLimits(), open_backend=open_backend)
+    a, b = keyed.limiter("m" * 10_000 + "a"), keyed.limiter("m" * 10_000 + "b")
+    assert a is not b and keyed.limiter("m" * 10_000 + "a") is a
+    assert all(len(key) == 200 for key in opened) and len(set(opened)) == 2
