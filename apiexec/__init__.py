@@ -36,16 +36,23 @@ from apiexec.errors import (
 from apiexec.execution import Event, Execution, ExecutionStatus, Executor, Queue, QueueConfig
 from apiexec.http import Endpoint, EndpointConfig, Secret
 from apiexec.llm import APICalling
-from apiexec.llm.prices import Prices
 from apiexec.rate_limited import RateLimitedExecutor
-from apiexec.spending import BudgetAdmission
 
 if TYPE_CHECKING:
     from apiexec.batch import BatchOptions, BatchSummary, run_batch
+    from apiexec.llm.prices import Prices
+    from apiexec.spending import BudgetAdmission
 
 #: Names loaded on first use: the batch runner pulls in the journal, SQLite
-#: and progress bars, which ``import apiexec`` should not pay for.
-_LAZY = {"BatchOptions": "apiexec.batch", "BatchSummary": "apiexec.batch", "run_batch": "apiexec.batch"}
+#: and progress bars, spending caps the price table and the SDK adapter,
+#: which ``import apiexec`` should not pay for.
+_LAZY = {
+    "BatchOptions": "apiexec.batch",
+    "BatchSummary": "apiexec.batch",
+    "run_batch": "apiexec.batch",
+    "BudgetAdmission": "apiexec.spending",
+    "Prices": "apiexec.llm.prices",
+}
 
 
 def __getattr__(name: str) -> Any:

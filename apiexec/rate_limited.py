@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apiexec._checks import check_positive_number
 from apiexec.call_context import check_deadline, time_left
@@ -42,16 +42,17 @@ from apiexec.execution.executor import DEFAULT_CONCURRENCY, Executor
 from apiexec.execution.runtime import Runtime
 from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
-from apiexec.limits.adaptive import AIMD
-from apiexec.limits.adaptive_gate import AdaptiveAdmission
-from apiexec.limits.adaptive_store import adaptive_store_from_url
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
 from apiexec.limits.keyed import DEFAULT_LIMIT_KEY, KeyedLimiter, KeyedLimits, memory_backends, storage_backends
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
-from apiexec.llm.prices import Prices
-from apiexec.spending import BudgetAdmission
+
+if TYPE_CHECKING:  # loaded when used: adaptive limits and spending caps are opt-in
+    from apiexec.limits.adaptive import AIMD
+    from apiexec.limits.adaptive_gate import AdaptiveAdmission
+    from apiexec.llm.prices import Prices
+    from apiexec.spending import BudgetAdmission
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +371,10 @@ class RateLimitedExecutor(Executor):
         self.adaptive_admission: AdaptiveAdmission | None = None
         if adaptive:
             workers = queue_config.concurrency_limit or DEFAULT_CONCURRENCY
+            from apiexec.limits.adaptive import AIMD
+            from apiexec.limits.adaptive_gate import AdaptiveAdmission
+            from apiexec.limits.adaptive_store import adaptive_store_from_url
+
             rules = adaptive if isinstance(adaptive, AIMD) else AIMD(max_limit=workers)
             store = adaptive_store_from_url(self.storage, key=f"{key}:adaptive", rules=rules, clock=clock)
             self.adaptive_admission = AdaptiveAdmission(
@@ -377,7 +382,11 @@ class RateLimitedExecutor(Executor):
             )
             chain.append(self.adaptive_admission)
         #: The spending cap (``max_cost=``), or None.
-        self.budget = None if max_cost is None else BudgetAdmission(max_cost, prices, storage=self.storage, key=key)
+        self.budget: BudgetAdmission | None = None
+        if max_cost is not None:
+            from apiexec.spending import BudgetAdmission
+
+            self.budget = BudgetAdmission(max_cost, prices, storage=self.storage, key=key)
         if self.budget is not None:
             chain.append(self.budget)
         chain.extend(policies)

@@ -14,6 +14,11 @@ Waits are exponential with full jitter, capped; when the server said how long
 to wait (``retry-after-ms`` / ``retry-after`` > 0) that wait is used instead.
 ``retry-after: 0`` gets the jittered backoff, not an immediate retry storm.
 
+tenacity (with its tornado and asyncio support, a third of ``import
+apiexec``) is imported when the first policy is built: the endpoint builds
+it at its first retryable failure, so a run where every call succeeds never
+loads it.
+
 Example:
     >>> policy = retry_policy(max_retries=2, sleep=lambda s: None)
     >>> policy(lambda: "ok")
@@ -25,11 +30,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
-
-import tenacity
+from typing import TYPE_CHECKING, Any, Final
 
 from apiexec.errors import APIConnectionError, APIStatusError, ServiceRefused
+
+if TYPE_CHECKING:
+    import tenacity
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +56,10 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, APIConnectionError)
 
 
-class wait_server_or_backoff(tenacity.wait.wait_base):
+class wait_server_or_backoff:  # noqa: N801 - named as tenacity's wait strategies are
     """Wait what the server asked (capped), else jittered exponential backoff.
+
+    A tenacity wait strategy (any callable of the retry state is one).
 
     Args:
         base: First backoff (seconds); doubles per attempt.
@@ -60,6 +68,8 @@ class wait_server_or_backoff(tenacity.wait.wait_base):
     """
 
     def __init__(self, base: float, maximum: float, retry_after_cap: float) -> None:
+        import tenacity
+
         self._backoff = tenacity.wait_random_exponential(multiplier=base, max=maximum)
         self._cap = retry_after_cap
 
@@ -97,6 +107,8 @@ def retry_policy(
         retry_after_cap: Longest server-requested wait honoured.
         sleep: How to wait (tests inject a recorder).
     """
+    import tenacity  # here, not at import time (see the module's docstring)
+
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max_retries + 1),
         wait=wait_server_or_backoff(backoff_base, backoff_max, retry_after_cap),
