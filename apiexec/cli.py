@@ -49,7 +49,7 @@ from apiexec.http.config import EndpointConfig
 from apiexec.http.presets import PRESETS, preset_config
 from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
-from apiexec.llm.prices import Prices
+from apiexec.llm.prices import PRICES_AS_OF, Prices
 from apiexec.mock import command as mock_command
 
 EXIT_OK: Final = 0
@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="spending cap in US dollars for this output, earlier runs included: no call starts that "
                      "could cross it; the run stops early (exit 3) and leaves the rest for the next run")
     run.add_argument("--prices", type=Path, metavar="FILE",
-                     help='prices per model overriding the built-in list prices, JSON: '
-                     '{"model": {"input": USD_PER_1M, "output": USD_PER_1M, "cached_input": USD_PER_1M}}')
+                     help='prices per model, JSON: {"model": {"input": USD_PER_1M, "output": USD_PER_1M, '
+                     f'"cached_input": USD_PER_1M}}}} (default: the built-in list prices as of {PRICES_AS_OF})')
     run.add_argument("--report", type=Path, metavar="FILE.json",
                      help="write a machine-readable run report (counts, tokens, cost, timings, 429s, retries)")
     run.add_argument("--dry-run", action="store_true",
