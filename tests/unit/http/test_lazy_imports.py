@@ -1,0 +1,64 @@
+"""``import apiexec`` loads only what every program needs (issue 18: import time).
+
+Checked in a fresh interpreter: tenacity (until a first retry), tokenizers,
+storage backends, the mock server, progress bars, the batch runner, spending
+caps and adaptive limits stay unloaded, while every public name still resolves.
+"""
+
+import json
+import subprocess
+import sys
+
+NOT_AT_IMPORT = (
+    "tenacity",
+    "tiktoken",
+    "redis",
+    "sqlite3",
+    "tqdm",
+    "apiexec.mock",
+    "apiexec.batch",
+    "apiexec.spending",
+    "apiexec.llm.prices",
+    "apiexec.limits.adaptive_gate",
+    "apiexec.cli",
+)
+
+PROBE = f"""
+import json, sys
+import apiexec
+loaded = [m for m in {NOT_AT_IMPORT!r} if m in sys.modules]
+missing = [n for n in apiexec.__all__ if getattr(apiexec, n, None) is None]
+print(json.dumps({{"loaded": loaded, "missing": missing}}))
+"""
+
+
+def probe(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_apiexec_leaves_optional_parts_unloaded_and_names_resolve():
+    # The probe reads sys.modules before resolving the lazy names.
+    result = probe(PROBE)
+    assert result["loaded"] == []
+    assert result["missing"] == []
+
+
+def test_a_first_retry_loads_tenacity_a_success_does_not():
+    code = """
+import json, sys
+from unittest.mock import Mock
+import responses
+from apiexec import Endpoint, EndpointConfig
+URL = "https://api.example.com/v1/chat"
+with responses.RequestsMock() as rsps:
+    rsps.post(URL, json={"ok": 1})
+    ep = Endpoint(EndpointConfig(provider="t", endpoint="chat", base_url="https://api.example.com/v1"), sleep=Mock())
+    ep.call({"a": 1})
+    after_success = "tenacity" in sys.modules
+    rsps.replace("POST", URL, status=503, json={"error": {"message": "busy"}})
+    rsps.add("POST", URL, json={"ok": 2})
+    ep.call({"a": 1})
+print(json.dumps({"after_success": after_success, "after_retry": "tenacity" in sys.modules}))
+"""
+    assert probe(code) == {"after_success": False, "after_retry": True}
