@@ -262,9 +262,11 @@ class KeyedRateLimitAdmission:
 def _names_rate_limit(headers: Mapping[str, str]) -> bool:
     """Whether a 429's headers state a rate limit (else it is an overload)."""
     info = parse_rate_limit_headers(headers)
-    return info.limit_requests is not None or info.remaining_requests is not None or (
-        info.limit_tokens is not None or info.remaining_tokens is not None
+    stated = (
+        info.limit_requests, info.remaining_requests, info.limit_tokens, info.remaining_tokens,
+        info.limit_input_tokens, info.remaining_input_tokens, info.limit_output_tokens, info.remaining_output_tokens,
     )
+    return any(value is not None for value in stated)
 
 
 class RateLimitedExecutor(Executor):

@@ -11,7 +11,7 @@ from apiexec.errors import ConfigError
 from apiexec.limits.adaptive import AIMD
 from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.rate_limits import RateLimits
-from apiexec.rate_limited import KeyedRateLimitAdmission, limit_key_of
+from apiexec.rate_limited import KeyedRateLimitAdmission, _names_rate_limit, limit_key_of
 
 HEADERS_429 = {"retry-after": "30", "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"}
 
@@ -156,3 +156,15 @@ def test_keyed_admission_is_not_blocking_so_models_admit_side_by_side():
     assert isinstance(ex.keyed_admission, KeyedRateLimitAdmission)
     assert ex.admission.blocking is False
     assert RateLimitedExecutor().admission.blocking is True  # one quota: strict submission order
+
+
+@pytest.mark.parametrize(("headers", "names"), [
+    ({}, False),
+    ({"retry-after": "2"}, False),  # a pause alone names no limit: an overloaded server says this too
+    ({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"}, True),
+    ({"x-ratelimit-remaining-tokens": "0"}, True),
+    ({"anthropic-ratelimit-requests-limit": "50"}, True),
+    ({"anthropic-ratelimit-input-tokens-remaining": "0"}, True),
+])
+def test_which_429s_state_a_rate_limit(headers, names):
+    assert _names_rate_limit(headers) is names
