@@ -122,3 +122,27 @@ def test_a_slow_models_lines_never_fill_the_whole_window(tmp_path):
     assert statuses(out) == [200] * 60
     assert slow_done >= 3.0  # 30 calls at 8/s
     assert fast_done < 0.5 * slow_done
+
+
+def test_two_processes_share_one_adaptive_limit_through_sqlite(tmp_path):
+    """Two runs naming one SQLite storage stay below the server's 8 together."""
+    from tests.integration.test_batch_support import start_cli
+
+    storage = f"sqlite:///{tmp_path / 'limits.db'}"
+    runs = []
+    with CappedServer(capacity=8, latency=LATENCY) as server:
+        for name in ("a", "b"):
+            inp, out = tmp_path / f"{name}.jsonl", tmp_path / f"{name}-out.jsonl"
+            write_models(inp, ["m"] * 120)
+            runs.append((out, start_cli("run", str(inp), "-o", str(out), "--base-url", server.url,
+                                        "--concurrency", "64", "--no-progress", "--limit-storage", storage,
+                                        "--limit-key", "fleet")))
+        for _, proc in runs:
+            proc.wait(50)
+            assert proc.returncode == 0, proc.stderr.read()
+    sent = server.accepted + server.rejected
+    print(f"two processes: accepted {server.accepted}, rejected {server.rejected} ({server.rejected / sent:.1%}), "
+          f"server span {server.span:.2f}s")
+    assert all(statuses(out) == [200] * 120 for out, _ in runs)
+    assert server.rejected <= 0.10 * sent
+    assert server.span <= 2 * (240 / 8 * LATENCY) + 1.0  # two interpreters start: a second's slack
