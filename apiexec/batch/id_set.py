@@ -47,8 +47,8 @@ class IdSet:
             self._db.execute("COMMIT")
 
     def __contains__(self, item: object) -> bool:
-        if not isinstance(item, str):
-            return False
+        if not self._count or not isinstance(item, str):
+            return False  # empty (a run that starts afresh): no SQLite lookup per line
         return self._db.execute("SELECT 1 FROM ids WHERE id = ?", (item,)).fetchone() is not None
 
     def __len__(self) -> int:
