@@ -18,7 +18,9 @@ back to the pool is detached first, so an alarm never touches a connection
 another call is using.
 
 The watchdog blocks on a condition until the earliest alarm is due; it never
-polls. It is a daemon thread, restarted lazily after ``fork()``.
+polls. Arming an alarm that is not due before the watchdog's next look takes
+no lock and wakes nothing (see :class:`Watchdog`). It is a daemon thread,
+restarted lazily after ``fork()``.
 
 Example:
     >>> deadline = CallDeadline(total_timeout=30.0)
@@ -29,8 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextvars
-import heapq
-import itertools
+import math
 import os
 import socket
 import threading
@@ -98,6 +99,8 @@ class Alarm:
         True
     """
 
+    __slots__ = ("_watchdog", "deadline", "connection", "sock", "sent", "fired", "reason", "when", "deadline_at")
+
     def __init__(self, watchdog: Watchdog, deadline: CallDeadline | None = None) -> None:
         self._watchdog = watchdog
         #: The call's deadline this alarm enforces.
@@ -108,7 +111,8 @@ class Alarm:
         self.sent = False
         self.fired: str | None = None
         self.reason = "deadline"
-        self.generation = 0
+        #: Monotonic time the alarm goes off; None while not set.
+        self.when: float | None = None
         #: Monotonic time of the call's deadline (caps socket timeouts).
         self.deadline_at: float | None = None
 
@@ -145,15 +149,23 @@ class Alarm:
 
     def cancel(self) -> None:
         """Never go off; forget the connection. Safe twice."""
-        with self._watchdog.lock:
-            if self.deadline_at is not None or self.connection is not None:
-                self._watchdog.stale += 1
-            self.generation += 1
+        with self._watchdog.lock:  # the watchdog fires under this lock: never after this
+            self._watchdog.active.pop(self, None)
+            self.when = None
             self.connection = self.sock = None
 
 
 class Watchdog:
-    """One thread that fires due alarms, earliest first.
+    """One thread that fires due alarms.
+
+    Arming an alarm is cheap, because deadlines are far and calls are short:
+    it joins the set of active alarms (no lock, no heap, no thread wake-up)
+    unless it is due before the thread's next look (``_wake_at``), which is
+    rare: the first alarm after an idle spell, or one shorter than those
+    running. Cancelling drops it from the set. The thread sleeps on a
+    condition until the earliest active alarm is due, then looks at the
+    active alarms (as many as calls in flight): at most one look per
+    deadline's length while every call ends in time, never a poll.
 
     Args:
         clock: The monotonic clock alarms are set on.
@@ -168,11 +180,12 @@ class Watchdog:
         self._clock = clock
         self.lock = threading.Lock()
         self._due = threading.Condition(self.lock)
-        self._heap: list[tuple[float, int, int, Alarm]] = []
-        self._seq = itertools.count()
+        #: The alarms set and not cancelled nor fired (a dict: ordered, O(1) removal).
+        self.active: dict[Alarm, None] = {}
+        #: When the thread looks next at the latest; +inf while it is looking
+        #: or not running (then whoever arms an alarm wakes it).
+        self._wake_at = math.inf
         self._thread: threading.Thread | None = None
-        #: Heap entries known to be dead (cancelled or rescheduled alarms).
-        self.stale = 0
 
     def now(self) -> float:
         """The watchdog's clock."""
@@ -183,67 +196,59 @@ class Watchdog:
         return Alarm(self, deadline)
 
     def schedule(self, alarm: Alarm, when: float, reason: str) -> None:
+        """Arm ``alarm`` for ``when``; wake the thread only if it would look too late."""
+        alarm.reason = reason
+        alarm.when = when
+        self.active[alarm] = None  # before reading _wake_at: the thread's look sees it, or we wake it
+        if when >= self._wake_at:
+            return
         with self.lock:
-            if alarm.generation:
-                self.stale += 1  # its earlier entry (if any) is dead now
-            self._compact()
-            alarm.generation += 1
-            alarm.reason = reason
-            entry = (when, next(self._seq), alarm.generation, alarm)
-            heapq.heappush(self._heap, entry)
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="apiexec-watchdog", daemon=True)
                 self._thread.start()
-            if self._heap[0] is entry:  # due before everything else: the thread must wait less
-                self._due.notify()
-
-    def _compact(self) -> None:
-        """Drop dead entries once they are most of the heap (lock held).
-
-        Cancelled alarms are left in the heap (removing one is O(n)); without
-        this, a busy process would keep one entry per call for a whole
-        ``total_timeout``. Amortised O(1) per alarm.
-        """
-        if self.stale > 1024 and self.stale * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if entry[3].generation == entry[2]]
-            heapq.heapify(self._heap)
-            self.stale = 0
+            self._due.notify()
 
     def pending(self) -> int:
-        """Entries in the heap, dead ones included (for tests and metrics)."""
-        with self.lock:
-            return len(self._heap)
+        """Alarms armed and not yet cancelled or fired (for tests and metrics)."""
+        return len(self.active)
 
     def _run(self) -> None:
+        socks: list[Any] = []
         while True:
-            with self.lock:
-                alarm = self._next_due()
-                if alarm is None:
-                    continue
-                alarm.fired = alarm.reason
-                sock = alarm.sock
-            if sock is not None:
+            for sock in socks:
                 _shutdown(sock)
+            with self.lock:
+                self._wake_at = math.inf  # looking: alarms armed from now on wake us
+                now = self._clock.now()
+                socks, earliest = self._fire_due(now)
+                if socks:
+                    continue  # shut them down outside the lock, then look again
+                self._wake_at = earliest
+                self._due.wait(None if earliest == math.inf else earliest - now)
 
-    def _next_due(self) -> Alarm | None:
-        """Block (lock held) until an alarm is due; None when woken to re-check."""
-        while self._heap and self._heap[0][3].generation != self._heap[0][2]:
-            heapq.heappop(self._heap)  # cancelled or rescheduled
-        if not self._heap:
-            self._due.wait()
-            return None
-        delay = self._heap[0][0] - self._clock.now()
-        if delay > 0:
-            self._due.wait(delay)
-            return None
-        return heapq.heappop(self._heap)[3]
+    def _fire_due(self, now: float) -> tuple[list[Any], float]:
+        """Fire every due alarm (lock held): their sockets, and when the next one is due."""
+        socks: list[Any] = []
+        earliest = math.inf
+        for alarm in list(self.active):  # a copy: arming goes on without the lock
+            when = alarm.when
+            if when is None:
+                continue
+            if when <= now:
+                self.active.pop(alarm, None)
+                alarm.fired = alarm.reason
+                if alarm.sock is not None:
+                    socks.append(alarm.sock)
+            elif when < earliest:
+                earliest = when
+        return socks, earliest
 
     def _after_fork(self) -> None:
         self.lock = threading.Lock()
         self._due = threading.Condition(self.lock)
-        self._heap = []
+        self.active = {}
+        self._wake_at = math.inf
         self._thread = None
-        self.stale = 0
 
 
 def _shutdown(sock: Any) -> None:

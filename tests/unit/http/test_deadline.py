@@ -1,5 +1,6 @@
 """The call deadline and the socket watchdog, on a fake clock and a socketpair."""
 
+import math
 import socket
 import threading
 import time
@@ -134,3 +135,65 @@ def test_dead_entries_do_not_pile_up_in_a_busy_process():
         alarm.set(600.0, "deadline")
         alarm.cancel()
     assert dog.pending() < 5_000
+
+
+def _wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.005)
+    return predicate()
+
+
+def test_arming_far_alarms_wakes_nothing_and_cancelled_ones_leave_no_trace():
+    """The hot path: each call arms its deadline far ahead and cancels it soon after."""
+    dog = Watchdog()
+    first = dog.alarm()
+    far = time.monotonic() + 600
+    first.set(far, "deadline")
+    assert _wait_for(lambda: dog._wake_at == far)  # the thread looked and sleeps until then
+    notified = []
+    original = dog._due.notify
+    dog._due.notify = lambda n=1: (notified.append(n), original(n))
+    for i in range(1_000):
+        alarm = dog.alarm()
+        alarm.set(far + 1 + i, "deadline")
+        alarm.cancel()
+    assert notified == []
+    assert dog.pending() == 1
+    first.cancel()
+    assert dog.pending() == 0
+
+
+def test_an_alarm_due_before_the_next_look_wakes_the_watchdog():
+    left, right = socket.socketpair()
+    try:
+        dog = Watchdog()
+        far = dog.alarm()
+        far.set(time.monotonic() + 600, "deadline")
+        assert _wait_for(lambda: dog._wake_at < math.inf)
+        near = dog.alarm()
+        near.attach(type("Conn", (), {"sock": left})())
+        start = time.monotonic()
+        near.set(start + 0.1, "idle")
+        left.settimeout(5)
+        assert left.recv(10) == b""  # shut down by the watchdog
+        assert 0.05 <= time.monotonic() - start < 3.0
+        assert near.fired == "idle" and far.fired is None
+        assert dog.pending() == 1  # the fired one left the active set
+        far.cancel()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_cancelled_alarm_is_never_fired_even_when_due():
+    clock = FakeClock(0.0)
+    dog = Watchdog(clock)
+    alarm = dog.alarm()
+    alarm.set(1.0, "deadline")
+    alarm.cancel()
+    clock.advance(5.0)
+    with dog.lock:
+        dog._due.notify()
+    time.sleep(0.05)
+    assert alarm.fired is None and dog.pending() == 0
