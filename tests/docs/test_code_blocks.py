@@ -5,7 +5,7 @@
   the later ones use). A block that raises fails the page's test, naming the
   file and line. The pages start their own mock server, so nothing here
   needs a key.
-* ``bash`` blocks: every ``apiexec`` command (also after ``&&``) runs in a
+* ``bash`` (``sh``, ``shell``, ``console``) blocks: every ``apiexec`` command (also after ``&&``) runs in a
   scratch directory holding a copy of ``examples/``. ``apiexec run`` gets
   ``--mock`` unless it has it (or ``--base-url``), and an input file the
   command names but the scratch directory lacks is made from
@@ -51,7 +51,8 @@ from tests.docs.markdown_blocks import CodeBlock, code_blocks
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", b"127.0.0.1", b"localhost", b"::1"})
-RUNNABLE = ("python", "py", "bash")
+SHELLS = ("bash", "sh", "shell", "console")
+RUNNABLE = ("python", "py", *SHELLS)
 _SHELL_OPERATORS = frozenset({"&&", "||", ";", "&", "|"})
 _REDIRECTS = frozenset({">", ">>", "<", "2>", "&>"})
 COMMAND_TIMEOUT = 60.0
@@ -244,7 +245,7 @@ def _run_mock_server(args: list[str], cwd: Path, where: str) -> None:
 def _bash_cases() -> Iterator[Any]:
     for page in PAGES:
         for block in code_blocks(page.read_text()):
-            if block.lang != "bash":
+            if block.lang not in SHELLS:
                 continue
             where = f"{_page_id(page)}:{block.line}"
             marks = [pytest.mark.skip(reason=block.skip)] if block.skip else []

@@ -8,7 +8,9 @@ is missing and then nothing.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,23 +22,28 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "examples" / "notebook.ipynb"
 CELL_TIMEOUT = 60
+KERNEL = "apiexec-tests"
 
 
-def _kernel_name() -> str:
-    """The current interpreter's kernel (ipykernel's native spec), or skip/fail."""
+def _kernel_for_this_interpreter(root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A kernel spec running *this* interpreter (where apiexec is installed), or skip/fail.
+
+    A "python3" spec found on the machine may belong to another Python; this
+    one is written to a private Jupyter path, so the notebook runs with the
+    packages under test.
+    """
     try:
-        from jupyter_client.kernelspec import KernelSpecManager
-
-        specs = KernelSpecManager().find_kernel_specs()
-    except Exception as exc:  # jupyter_client or ipykernel missing or broken
-        specs, reason = {}, repr(exc)
-    else:
-        reason = "no python3 kernel spec (pip install ipykernel)"
-    if "python3" not in specs:
+        import ipykernel  # noqa: F401
+    except ImportError as exc:
         if os.environ.get("CI"):
-            pytest.fail(f"no Jupyter kernel: {reason} (CI is set: not skipping)")
-        pytest.skip(f"no Jupyter kernel: {reason}")
-    return "python3"
+            pytest.fail(f"no Jupyter kernel: {exc} (CI is set: not skipping)")
+        pytest.skip(f"no Jupyter kernel: {exc} (pip install ipykernel)")
+    spec = root / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": KERNEL, "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(filter(None, [str(root), os.environ.get("JUPYTER_PATH")])))
+    return KERNEL
 
 
 def test_the_committed_notebook_carries_no_outputs() -> None:
@@ -53,7 +60,10 @@ def test_the_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.Mon
     notebook.cells.insert(setup + 1, nbformat.from_dict(dict(notebook.cells[setup])))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     client = nbclient.NotebookClient(
-        notebook, timeout=CELL_TIMEOUT, kernel_name=_kernel_name(), resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=CELL_TIMEOUT,
+        kernel_name=_kernel_for_this_interpreter(tmp_path / "jupyter", monkeypatch),
+        resources={"metadata": {"path": str(tmp_path)}},
     )
     try:
         client.execute()
