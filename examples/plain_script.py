@@ -16,7 +16,8 @@ What it shows:
 * results written as they arrive, in input order, so a stopped run keeps
   everything already answered;
 * Ctrl-C or SIGTERM: the calls in flight finish (and are written), the calls
-  not started are cancelled, the summary says how many of each, exit 130.
+  not started are cancelled, the summary says how many of each, exit 130; a
+  second SIGTERM kills at once.
 
 Exit status: 0 every call succeeded, 2 some failed, 130 interrupted.
 """
@@ -64,6 +65,8 @@ class Stopped(BaseException):
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM while the calls in flight finish kills at once, as usual.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise Stopped(f"signal {signum}")
 
 
