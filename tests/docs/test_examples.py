@@ -129,3 +129,15 @@ def test_cookbook_migration_round_trip_keeps_metadata_and_failures(tmp_path: Pat
     failed, succeeded = _rows(out)
     assert failed == [{"model": "m", "input": "b"}, [json.dumps(error_body)]]  # no metadata: two items
     assert succeeded == [{"model": "m", "input": "a"}, {"data": []}, {"row": 1}]
+
+
+def test_every_example_is_run_by_some_test() -> None:
+    """A program in examples/ that no test runs would rot unseen."""
+    tests_text = "\n".join(path.read_text() for path in (ROOT / "tests").rglob("*.py"))
+    examples = [path for path in (ROOT / "examples").iterdir() if not path.name.startswith(("_", "."))]
+    data = {".jsonl"}  # inputs of the docs' commands, run by tests/docs/test_code_blocks.py
+    unrun = [
+        path.name for path in examples
+        if path.suffix not in data and path.name != "__pycache__" and path.stem not in tests_text
+    ]
+    assert not unrun, f"examples no test runs: {unrun}"
