@@ -19,7 +19,8 @@ What it shows:
   not started are cancelled, the summary says how many of each, exit 130; a
   second SIGTERM kills at once.
 
-Exit status: 0 every call succeeded, 2 some failed, 130 interrupted.
+Exit status: 0 every call succeeded, 1 a configuration error (a missing key:
+one line, no traceback), 2 some failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from apiexec import APICalling, Endpoint, ExecutionStatus, RateLimitedExecutor
+from apiexec import APICalling, APIExecError, Endpoint, ExecutionStatus, RateLimitedExecutor
 from apiexec.mock import MockServer, MockServerConfig
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,6 +107,14 @@ def row(n: int, call: APICalling, outcome: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except APIExecError as exc:  # a missing key, a bad limit: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     interrupted = False
     calls: list[APICalling] = []

@@ -141,3 +141,14 @@ def test_every_example_is_run_by_some_test() -> None:
         if path.suffix not in data and path.name != "__pycache__" and path.stem not in tests_text
     ]
     assert not unrun, f"examples no test runs: {unrun}"
+
+
+def test_plain_script_without_a_key_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in _env().items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--provider", "openai", "--output", str(tmp_path / "a.jsonl")],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+    assert "OPENAI_API_KEY" in done.stderr and "Traceback" not in done.stderr
