@@ -42,6 +42,8 @@ from apiexec.http.deadline import CURRENT_ALARM
 USER_AGENT = "apiexec/0.1"
 #: Bytes read (and decompressed) at a time: bounds the memory one read can take.
 _READ_BYTES = 64 * 1024
+#: URLs whose pool and request target an adapter remembers.
+_REMEMBERED_URLS = 64
 
 
 class _AlarmedConnection(HTTPConnection):
@@ -100,7 +102,47 @@ class PooledAdapter(HTTPAdapter):
     def __init__(self, timeout: tuple[float, float], pool_maxsize: int, max_body_bytes: int = 1 << 40) -> None:
         self.default_timeout = timeout
         self.max_body_bytes = max_body_bytes
+        # Per URL (and TLS settings): the connection pool and the request
+        # line's target. requests works both out again on every send (five
+        # URL parses, the proxy rules, the pool manager's key); an endpoint
+        # sends to one URL. Only without proxies; bounded; a closed pool
+        # (evicted, or the adapter closed) is looked up again.
+        self._pools: dict[tuple[Any, ...], Any] = {}
+        self._targets: dict[str, str] = {}
         super().__init__(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+
+    def get_connection_with_tls_context(
+        self, request: requests.PreparedRequest, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> Any:
+        """requests' pool for ``request``, remembered per URL when no proxy applies."""
+        if proxies or not request.url:
+            return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        key = (request.url, verify, cert)
+        pool = self._pools.get(key)
+        if pool is None or pool.pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            if len(self._pools) >= _REMEMBERED_URLS:
+                self._pools.clear()
+            self._pools[key] = pool
+        return pool
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
+        """The request line's target (path and query), remembered per URL when no proxy applies."""
+        url = request.url
+        if proxies or not url:
+            return str(super().request_url(request, proxies))
+        target = self._targets.get(url)
+        if target is None:
+            target = str(super().request_url(request, proxies))
+            if len(self._targets) >= _REMEMBERED_URLS:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def close(self) -> None:
+        """Close every pool (and forget them)."""
+        self._pools.clear()
+        super().close()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)

@@ -259,3 +259,58 @@ def test_retries_still_pass_the_limiter_gate():
     with call_context(retry_gate=gate):
         assert ep.call(BODY) == {"ok": 1}
     assert gate.call_count == 1
+
+
+# -- the adapter remembers each URL's pool and request target ------------------------
+
+
+def prepared(url):
+    return requests.Request("POST", url, json={}).prepare()
+
+
+def test_adapter_remembers_the_pool_per_url_until_closed():
+    session = create_session(config())
+    try:
+        adapter = session.get_adapter(URL)
+        request = prepared(URL)
+        pool = adapter.get_connection_with_tls_context(request, True, proxies={}, cert=None)
+        assert adapter.get_connection_with_tls_context(request, True, proxies={}, cert=None) is pool
+        fresh = requests.adapters.HTTPAdapter.get_connection_with_tls_context(adapter, request, True, proxies={})
+        assert fresh is pool  # the very pool requests' own lookup finds
+        adapter.close()  # the pool manager lets its pools go: so do we
+        assert adapter._pools == {}
+        again = adapter.get_connection_with_tls_context(request, True, proxies={}, cert=None)
+        assert again is not pool and again.pool is not None
+        other = adapter.get_connection_with_tls_context(request, "/tmp/ca.pem", proxies={}, cert=None)
+        assert other is not again  # other TLS settings: another pool
+    finally:
+        session.close()
+
+
+def test_adapter_with_a_proxy_takes_requests_own_lookup():
+    session = create_session(config())
+    try:
+        adapter = session.get_adapter(URL)
+        proxies = {"https": "http://proxy.example:3128"}
+        pool = adapter.get_connection_with_tls_context(prepared(URL), True, proxies=proxies)
+        assert adapter._pools == {}
+        plain = "http://api.example.com/v1/chat"
+        assert adapter.request_url(prepared(plain), {"http": "http://proxy.example:3128"}) == plain  # absolute form
+        assert adapter._targets == {}
+        assert pool is not None
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize(
+    "url", [URL, f"{URL}?key=a%20b&alt=json", "https://api.example.com//double/slash", "http://h:8080/"]
+)
+def test_adapter_request_target_equals_requests(url):
+    session = create_session(config())
+    try:
+        adapter = session.get_adapter(url)
+        expected = requests.adapters.HTTPAdapter.request_url(adapter, prepared(url), {})
+        assert adapter.request_url(prepared(url), {}) == expected
+        assert adapter.request_url(prepared(url), {}) == expected  # remembered
+    finally:
+        session.close()
