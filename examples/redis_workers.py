@@ -30,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from apiexec import APICalling, Endpoint, RateLimitedExecutor
+from apiexec import APICalling, APIExecError, Endpoint, RateLimitedExecutor
 
 #: The account's limits, as every worker states them (the same in each process).
 REQUESTS_PER_MINUTE = 1100
@@ -89,13 +89,18 @@ def demo(args: argparse.Namespace) -> int:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")]))}
         workers = [subprocess.Popen([*command, "--name", str(n)], stdout=subprocess.PIPE, text=True, env=env)
                    for n in range(args.workers)]
-        reports = [json.loads(w.communicate()[0]) for w in workers]
+        outputs = [w.communicate()[0] for w in workers]
         stats = server.stats
+    failed = [n for n, w in enumerate(workers) if w.returncode != 0]
+    if failed:  # each worker said why on its stderr
+        print(f"error: worker(s) {failed} failed", file=sys.stderr)
+        return 1
+    reports = [json.loads(output) for output in outputs]
     answered = sum(r["answered"] for r in reports)
     print(f"{args.workers} workers, {args.workers * args.calls} calls: {answered} answered, "
           f"the server refused {stats.rate_limited} (429)")
     print(json.dumps({"reports": reports, "server_429": stats.rate_limited, "server_200": stats.by_status[200]}))
-    return 0 if all(w.returncode == 0 for w in workers) else 1
+    return 0
 
 
 def _repo_root() -> str:
@@ -114,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.choices["worker"].add_argument("--name", default="0")
     commands.choices["demo"].add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    return worker(args) if args.command == "worker" else demo(args)
+    try:
+        return worker(args) if args.command == "worker" else demo(args)
+    except APIExecError as exc:  # Redis unreachable, a bad URL: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

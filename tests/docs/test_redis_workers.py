@@ -42,3 +42,14 @@ def test_workers_sharing_redis_stay_inside_the_servers_limit(redis_server) -> No
 def test_workers_with_their_own_buckets_overrun_it() -> None:
     result = _demo("memory://")
     assert result["server_429"] > 0, result  # each worker allowed the whole quota
+
+
+def test_an_unreachable_redis_is_one_line_per_worker() -> None:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), "demo", "--storage", "redis://127.0.0.1:1/0", "--calls", "2"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert sum(line.startswith("error: limit storage redis://127.0.0.1:1/0") for line in lines) == 2, lines
