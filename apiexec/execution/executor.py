@@ -62,6 +62,9 @@ DEFAULT_CONCURRENCY: Final = 32
 MAX_CONCURRENCY: Final = 10_000
 
 
+_FORKED_MESSAGE: Final = "the call was running in the parent process when this process forked"
+
+
 class ExecutorState(enum.Enum):
     """Where an executor is in its life-cycle (like httpx's ``ClientState``)."""
 
@@ -224,8 +227,11 @@ class Executor(SeedFront):
         self.metrics.after_fork()
         items = list(self._items.values())
         self._items, self._pending, self._unfinished = {}, {}, 0
-        for item in items:
-            cancel_future(item.future)
+        for item in items:  # queued ones are cancelled; running ones ended with a clear error
+            if item.future.running():
+                item.future.set_exception(cf.CancelledError(_FORKED_MESSAGE))
+            else:
+                cancel_future(item.future)
         was_running = self._state is ExecutorState.RUNNING
         self._state, self._runtime = ExecutorState.IDLE, None
         if self._finalizer is not None:
