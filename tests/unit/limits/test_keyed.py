@@ -132,3 +132,20 @@ def test_a_huge_model_name_gets_a_short_distinct_key():
     a, b = keyed.limiter("m" * 10_000 + "a"), keyed.limiter("m" * 10_000 + "b")
     assert a is not b and keyed.limiter("m" * 10_000 + "a") is a
     assert all(len(key) == 200 for key in opened) and len(set(opened)) == 2
+
+
+def test_with_redis_each_model_lives_under_key_colon_model(redis_server):
+    import redis
+
+    def keyed():
+        return KeyedLimiter(
+            KeyedLimits({"gpt-4o": RateLimits(requests=1, interval=60.0)}),
+            open_backend=storage_backends(redis_server.url, "redis-fleet"),
+        )
+
+    first, second = keyed(), keyed()
+    assert first.limiter("gpt-4o").try_acquire()
+    assert not second.limiter("gpt-4o").try_acquire()  # one a minute, for both processes
+    assert second.limiter("gpt-4o-mini").try_acquire()  # another model: its own buckets
+    names = {k.decode() for k in redis.Redis.from_url(redis_server.url).keys("*redis-fleet*")}
+    assert any(name.endswith("redis-fleet:gpt-4o") for name in names)
