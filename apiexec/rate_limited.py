@@ -360,7 +360,7 @@ class RateLimitedExecutor(Executor):
         )
         self.storage = storage
         self.key = key
-        keyed = _keyed_limits(limits)
+        keyed = None if limits is None else KeyedLimits.of(limits)
         limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
         self.rate_admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time, learn=keyed is None)
         chain: list[Admission] = [self.rate_admission]
@@ -437,17 +437,6 @@ class RateLimitedExecutor(Executor):
             CapacityError: The event needs more tokens than ``limit_tokens``.
         """
         return self.limiter.try_acquire(tokens_of(event))
-
-
-def _keyed_limits(limits: KeyedLimits | Mapping[str, Any] | None) -> KeyedLimits | None:
-    """``limits=`` as :class:`KeyedLimits` (RateLimits values, or settings tables)."""
-    if limits is None or isinstance(limits, KeyedLimits):
-        return limits
-    if not isinstance(limits, Mapping):
-        raise ConfigError("limits", f"must map keys (models) to RateLimits, got {type(limits).__name__}")
-    if all(isinstance(value, RateLimits) for value in limits.values()):
-        return KeyedLimits(dict(limits))
-    return KeyedLimits.from_mapping(limits)
 
 
 @contextlib.contextmanager

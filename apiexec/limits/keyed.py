@@ -106,6 +106,25 @@ class KeyedLimits:
         return self.limits.get(key, self.limits.get(DEFAULT_LIMIT_KEY))
 
     @classmethod
+    def of(cls, limits: Any) -> KeyedLimits:
+        """``limits`` as KeyedLimits: itself, RateLimits by key, or settings tables.
+
+        Raises:
+            ConfigError: Not a mapping of keys to limits (field ``limits``).
+
+        Example:
+            >>> KeyedLimits.of({"m": RateLimits(requests=5)}).for_key("m").requests
+            5
+        """
+        if isinstance(limits, KeyedLimits):
+            return limits
+        if not isinstance(limits, Mapping):
+            raise ConfigError("limits", f"must map keys (models) to RateLimits, got {type(limits).__name__}")
+        if all(isinstance(value, RateLimits) for value in limits.values()):
+            return cls(dict(limits))
+        return cls.from_mapping(limits)
+
+    @classmethod
     def from_mapping(cls, data: Any, *, source: str = "limits") -> KeyedLimits:
         """Limits from ``{"model": {"requests_per_minute": ..., ...}, "*": {...}}``.
 
