@@ -47,7 +47,7 @@ from apiexec.execution.admission import Admission, Unlimited
 from apiexec.execution.event import Event, Execution, ExecutionStatus, describe_error
 from apiexec.execution.mapping import map_results
 from apiexec.execution.metrics import Metrics
-from apiexec.execution.outcome import CANCEL_MESSAGE, cancel_future, is_event, resolve, set_execution
+from apiexec.execution.outcome import CANCEL_MESSAGE, cancel_future, is_event, resolve, set_execution, start_running
 from apiexec.execution.runtime import Runtime, WorkItem
 from apiexec.execution.seed_front import SeedFront
 from apiexec.execution.work_queue import Queue, QueueConfig
@@ -334,7 +334,7 @@ class Executor(SeedFront):
         if reserved is None:
             self._cancel(item)
             return False
-        if not item.future.set_running_or_notify_cancel():  # cancelled while it waited
+        if not start_running(item.future):  # cancelled while it waited
             self._release(item, reserved)
             self._cancel(item)
             return False

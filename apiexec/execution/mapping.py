@@ -87,6 +87,6 @@ def _outcome(
             f"map: result {index} (0-based, in input order) was not ready within the timeout of {timeout:g}s"
         ) from None
     except Exception as exc:  # the call's failure, or CancelledError
-        if return_exceptions:
+        if return_exceptions and future.done():  # not, e.g., a signal handler's exception
             return exc
         raise

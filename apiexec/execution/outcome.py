@@ -34,6 +34,18 @@ def cancel_future(future: cf.Future[Any]) -> None:
 _NOTIFY_LOCK = threading.Lock()
 
 
+def start_running(future: cf.Future[Any]) -> bool:
+    """Move a pending future to RUNNING; False when it was cancelled.
+
+    Safe against a concurrent :func:`cancel_future`: a future already
+    notified as cancelled is not notified again (which would raise).
+    """
+    with _NOTIFY_LOCK:
+        if getattr(future, "_state", None) == "CANCELLED_AND_NOTIFIED":
+            return False
+        return future.set_running_or_notify_cancel()
+
+
 def notify_cancelled(future: cf.Future[Any]) -> None:
     """Tell ``wait``/``as_completed`` about a cancelled future, once."""
     with _NOTIFY_LOCK:

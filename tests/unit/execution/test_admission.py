@@ -87,3 +87,21 @@ def test_a_call_cancelled_while_waiting_for_admission_gives_its_tokens_back():
 def test_queue_config_for_chain_executor():
     with Executor(queue_config=QueueConfig(concurrency_limit=2), admission=Chain(Counting(1))) as ex:
         assert list(ex.map(Event(abs, args=(-i,)) for i in range(5))) == [0, 1, 2, 3, 4]
+
+
+def test_calls_cancelled_while_waiting_for_capacity_end_cancelled_not_failed():
+    """map stopping on a failure cancels calls that wait at the rate limit: they end CANCELLED."""
+
+    def fail():
+        raise ValueError("context too long")
+
+    calls = [Event(abs, args=(-i,)) for i in range(8)]
+    calls[1] = Event(fail)  # calls 0 and 1 take the bucket of 2; call 2 waits there when map gives up
+    with RateLimitedExecutor(limit_requests=2, interval=0.5, concurrency_limit=4) as ex:
+        with pytest.raises(ValueError):
+            list(ex.map(calls))
+        assert ex.join(timeout=10)
+    statuses = [c.execution.status.name for c in calls]
+    failed = [c.execution.error for c in calls if c.execution.status.name == "FAILED"]
+    assert failed == ["ValueError: context too long"]
+    assert "CANCELLED" in statuses and set(statuses) <= {"COMPLETED", "FAILED", "CANCELLED"}

@@ -368,3 +368,24 @@ def test_a_retry_waiting_for_capacity_ends_at_the_call_deadline():
             future.result(timeout=10)
         assert time.monotonic() - started < 3.0
     assert caught.value.phase == "retry"
+
+
+def test_map_return_exceptions_does_not_swallow_a_signal_handlers_exception():
+    import signal
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop("SIGUSR1")
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    gate = threading.Event()
+    try:
+        with Executor(queue_config=QueueConfig(concurrency_limit=1)) as ex:
+            threading.Timer(0.1, os.kill, args=(os.getpid(), signal.SIGUSR1)).start()
+            with pytest.raises(Stop):
+                list(ex.map([Event(gate.wait, args=(10,))], return_exceptions=True))
+            gate.set()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
