@@ -29,6 +29,7 @@ import urllib.parse
 from typing import Any
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -179,24 +180,53 @@ def _within_deadline(timeout: Any) -> Any:
 
 
 def _read_capped(response: requests.Response, limit: int) -> None:
-    """Read the whole body into ``response`` (as requests would), up to ``limit`` bytes."""
-    chunks, total = [], 0
+    """Read the whole body into ``response`` (as requests would), up to ``limit`` bytes.
+
+    A body of a stated length and no content coding (the usual API answer)
+    is read at once, and refused before reading when its length passes the
+    cap; any other (chunked, compressed: a decompression bomb) is read in
+    chunks, counted after decompression.
+    """
+    raw = response.raw
+    length = getattr(raw, "length_remaining", None)
     try:
-        for chunk in response.iter_content(_READ_BYTES):
-            total += len(chunk)
-            if total > limit:
-                url = _without_query(response.url or "")
-                raise ResponseTooLarge(
-                    f"{url}: the response body passed max_body_bytes={limit} (after decompression)",
-                    url=url,
-                    limit=limit,
-                )
-            chunks.append(chunk)
+        if isinstance(length, int) and "content-encoding" not in response.headers:
+            if length > limit:
+                raise _too_large(response, limit)
+            response._content = _read_all(raw)
+        else:
+            chunks, total = [], 0
+            for chunk in response.iter_content(_READ_BYTES):
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(response, limit)
+                chunks.append(chunk)
+            response._content = b"".join(chunks)
     except BaseException:
         response.close()
         raise
-    response._content = b"".join(chunks)
     response._content_consumed = True  # type: ignore[attr-defined]
+
+
+def _read_all(raw: Any) -> bytes:
+    """``raw.read()``, its errors turned into requests' as ``iter_content`` turns them."""
+    try:
+        return bytes(raw.read(decode_content=True))
+    except urllib3.exceptions.ProtocolError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
+
+
+def _too_large(response: requests.Response, limit: int) -> ResponseTooLarge:
+    url = _without_query(response.url or "")
+    return ResponseTooLarge(
+        f"{url}: the response body passed max_body_bytes={limit} (after decompression)", url=url, limit=limit
+    )
 
 class CredentialSession(requests.Session):
     """A Session that drops every credential on a redirect to another origin.
