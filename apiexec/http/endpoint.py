@@ -33,7 +33,7 @@ import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -44,11 +44,13 @@ from apiexec.http.config import EndpointConfig
 from apiexec.http.credentials import ACTIVE_SECRETS
 from apiexec.http.deadline import CURRENT_ALARM, WATCHDOG, Alarm, CallDeadline
 from apiexec.http.error_map import BODY_ERRORS, ErrorMapper, is_error_body
-from apiexec.http.event_stream import EventStream
 from apiexec.http.rate_limit_headers import tag_dialect
 from apiexec.http.request_template import RequestTemplate
 from apiexec.http.retry import is_retryable, log_retry, retry_policy
 from apiexec.http.session import create_session
+
+if TYPE_CHECKING:  # loaded by the first stream (import time)
+    from apiexec.http.event_stream import EventStream
 
 logger = logging.getLogger(__name__)
 
@@ -386,6 +388,8 @@ class Endpoint:
         self, payload: Mapping[str, Any], headers: Mapping[str, str], deadline: CallDeadline | None = None
     ) -> tuple[EventStream, dict[str, Any] | None]:
         """One attempt: send, check the answer, read up to the first event."""
+        from apiexec.http.event_stream import EventStream
+
         deadline = deadline or CallDeadline(self.config.total_timeout)
         alarm = self._arm(deadline)
         token = CURRENT_ALARM.set(alarm)

@@ -21,6 +21,8 @@ NOT_AT_IMPORT = (
     "apiexec.llm.prices",
     "apiexec.limits.adaptive_gate",
     "apiexec.cli",
+    "apiexec.http.event_stream",
+    "apiexec.http.sse",
 )
 
 PROBE = f"""
