@@ -1,5 +1,6 @@
 """Shared fixtures: a loopback mock server, small event helpers, a redis-server."""
 
+import logging
 import os
 import shutil
 import socket
@@ -126,3 +127,26 @@ def start_redis(redis_executable):
     yield start
     for server in servers:
         server.stop()
+
+
+_APIEXEC_LOGGER = logging.getLogger("apiexec")  # apiexec is imported above: its NullHandler is set
+#: The library's own logger set-up, as importing apiexec leaves it.
+_LIBRARY_LOGGING = (list(_APIEXEC_LOGGER.handlers), _APIEXEC_LOGGER.level, _APIEXEC_LOGGER.propagate)
+
+
+@pytest.fixture(autouse=True)
+def _restore_apiexec_logger():
+    """Give every test the library's own logger set-up.
+
+    Some tests configure logging as an application would (the Django
+    example's ``LOGGING`` replaces the ``apiexec`` logger's handlers and
+    level, possibly in a module-scoped fixture; the CLI calls
+    ``basicConfig``); the next test must still see a NullHandler and
+    records propagating at every level.
+    """
+    logger = _APIEXEC_LOGGER
+    logger.handlers[:], logger.level, logger.propagate = list(_LIBRARY_LOGGING[0]), *_LIBRARY_LOGGING[1:]
+    logger.disabled = False
+    yield
+    logger.handlers[:], logger.level, logger.propagate = list(_LIBRARY_LOGGING[0]), *_LIBRARY_LOGGING[1:]
+    logger.disabled = False
