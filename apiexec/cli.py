@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+import apiexec.mock.command as mock_command
 from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES
 from apiexec.batch.dry_run import dry_run
 from apiexec.batch.progress import DEFAULT_PROGRESS_INTERVAL
@@ -50,7 +51,6 @@ from apiexec.http.presets import PRESETS, preset_config
 from apiexec.limits.keyed import KeyedLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE
 from apiexec.llm.prices import PRICES_AS_OF, Prices
-from apiexec.mock import command as mock_command
 
 EXIT_OK: Final = 0
 EXIT_USAGE: Final = 1

@@ -39,10 +39,10 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Final
 
+import apiexec.execution.runtime as rt
 from apiexec._checks import check_at_most
 from apiexec.call_context import call_context
 from apiexec.errors import DeadlineExceeded, EventFailed, ExecutorNotRunning, QueueStopped
-from apiexec.execution import runtime as rt
 from apiexec.execution.admission import Admission, Unlimited
 from apiexec.execution.event import Event, Execution, ExecutionStatus, describe_error
 from apiexec.execution.mapping import map_results

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from apiexec import clock
+import apiexec.clock as clock
 from apiexec.call_context import check_deadline, time_left
 from apiexec.errors import DeadlineExceeded, StorageError
 from apiexec.limits.adaptive import AIMD, AIMDState

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from apiexec import clock
+import apiexec.clock as clock
 from apiexec._checks import check_positive_number
 from apiexec.errors import ConfigError
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend

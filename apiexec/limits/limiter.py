@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from apiexec import clock
+import apiexec.clock as clock
 from apiexec._checks import check_positive_number
 from apiexec.errors import CapacityError
 from apiexec.limits.bucket import LimitBackend
