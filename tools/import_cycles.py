@@ -56,7 +56,7 @@ def imported(path: Path, name: str, known: dict[str, Path]) -> set[str]:
         parts = target.split(".")
         for i in range(2, len(parts)):
             prefix = ".".join(parts[:i])
-            if prefix in known and not name.startswith(prefix + "."):
+            if prefix in known and prefix != name and not name.startswith(prefix + "."):
                 targets.add(prefix)
     return targets
 
