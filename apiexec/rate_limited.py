@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from apiexec._checks import check_positive_number
 from apiexec.call_context import check_deadline, time_left
@@ -43,19 +43,21 @@ from apiexec.execution.runtime import Runtime
 from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_QUEUE_CAPACITY, QueueConfig
 from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
-from apiexec.limits.keyed import DEFAULT_LIMIT_KEY, KeyedLimiter, KeyedLimits, memory_backends, storage_backends
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits
 from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
 
-if TYPE_CHECKING:  # loaded when used: adaptive limits and spending caps are opt-in
+if TYPE_CHECKING:  # loaded when used: limits per key, adaptive limits and spending caps are opt-in
     from apiexec.limits.adaptive import AIMD
     from apiexec.limits.adaptive_gate import AdaptiveAdmission
+    from apiexec.limits.keyed import KeyedLimiter, KeyedLimits
     from apiexec.llm.prices import Prices
     from apiexec.spending import BudgetAdmission
 
 logger = logging.getLogger(__name__)
 
+#: The key of calls that name no model (the same as ``limits.keyed``'s).
+DEFAULT_LIMIT_KEY: Final = "*"
 
 
 class RateLimitAdmission:
@@ -360,7 +362,11 @@ class RateLimitedExecutor(Executor):
         )
         self.storage = storage
         self.key = key
-        keyed = None if limits is None else KeyedLimits.of(limits)
+        keyed = None
+        if limits is not None:  # the keyed machinery loads only when limits per key are asked for
+            from apiexec.limits.keyed import KeyedLimiter, KeyedLimits, memory_backends, storage_backends
+
+            keyed = KeyedLimits.of(limits)
         limiter = RateLimiter(backend or self._open_storage(clock), max_wait=capacity_refresh_time)
         self.rate_admission = RateLimitAdmission(limiter, max_wait=capacity_refresh_time, learn=keyed is None)
         chain: list[Admission] = [self.rate_admission]

@@ -16,10 +16,12 @@ from __future__ import annotations
 import enum
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import uuid
 
 from apiexec._checks import check_at_most, check_positive_number
 from apiexec.call_context import call_context
@@ -144,6 +146,8 @@ class Event:
     def id(self) -> uuid.UUID:
         """A random (uuid4) identifier, made the first time it is read."""
         if self._id is None:
+            import uuid  # on first use: importing uuid loads platform (~3 ms)
+
             self._id = uuid.uuid4()
         return self._id
 
