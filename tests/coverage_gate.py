@@ -32,11 +32,20 @@ MODULE_TARGETS = {
 
 #: Clean-up paths that must be covered completely (every line, every branch).
 FULL_COVERAGE_FUNCTIONS = {
-    "execution/executor.py": ["Executor.shutdown", "Executor.__exit__", "Executor._cancel", "Executor._take_pending"],
-    "rate_limited.py": ["RateLimitedExecutor._wake_admission"],
+    "execution/executor.py": [
+        "Executor.shutdown",
+        "Executor.__exit__",
+        "Executor._cancel",
+        "Executor._take_pending",
+        "Executor._release",
+        "Executor._after_fork",
+    ],
+    "execution/runtime.py": ["Runtime.stop", "finalize_runtime", "cancel_items"],
+    "rate_limited.py": ["RateLimitAdmission.wake", "RateLimitAdmission.release"],
     "execution/work_queue.py": ["Queue.stop", "Queue.drain"],
     "http/endpoint.py": ["Endpoint.close", "Endpoint.__exit__", "Endpoint._session"],
-    "batch/runner.py": ["run_batch", "_Endpoints.close"],
+    "batch/runner.py": ["run_batch"],
+    "batch/state.py": ["Endpoints.close"],
     "execution/event.py": ["Event.invoke"],
 }
 
