@@ -228,6 +228,7 @@ class Executor(SeedFront):
         items = list(self._items.values())
         self._items, self._pending, self._unfinished = {}, {}, 0
         for item in items:  # queued ones are cancelled; running ones ended with a clear error
+            item.finished = True  # no bookkeeping of this process may count it again
             if item.future.running():
                 item.future.set_exception(cf.CancelledError(_FORKED_MESSAGE))
             else:

@@ -389,3 +389,62 @@ def test_map_return_exceptions_does_not_swallow_a_signal_handlers_exception():
             gate.set()
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_after_fork_bookkeeping_in_process():
+    """What the fork hook does, run in this process (a forked child's coverage is not recorded)."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def hold():
+        started.set()
+        return gate.wait(10)
+
+    ex = Executor(queue_config=QueueConfig(concurrency_limit=1))
+    ex.start()
+    running = ex.submit(hold)
+    assert started.wait(5)
+    queued = ex.submit(abs, -1)
+    ex._after_fork()  # as the child would see it: both calls belong to the parent
+    with pytest.raises(cf.CancelledError, match="parent process"):
+        running.result(timeout=0)
+    assert queued.cancelled()
+    assert ex.state is ExecutorState.RUNNING and not ex.events
+    assert ex.submit(pow, 2, 3).result(timeout=5) == 8
+    gate.set()  # the "parent's" worker finishes; it must not disturb the new bookkeeping
+    assert ex.join(timeout=5)
+    ex.shutdown()
+    idle = Executor()
+    idle._after_fork()  # a stopped executor stays stopped
+    assert idle.state is ExecutorState.IDLE
+
+
+def test_shutdown_without_waiting_returns_at_once():
+    gate = threading.Event()
+    ex = Executor(queue_config=QueueConfig(concurrency_limit=1))
+    ex.start()
+    running = ex.submit(gate.wait, 10)
+    started = time.monotonic()
+    ex.shutdown(wait=False)
+    assert time.monotonic() - started < 1.0 and ex.state is ExecutorState.IDLE
+    gate.set()
+    assert running.result(timeout=5) is True
+
+
+def test_a_failing_release_is_logged_and_the_call_still_cancelled(caplog):
+    from apiexec.execution.admission import Unlimited
+
+    class Grabby(Unlimited):
+        def admit(self, event, *, stop, deadline):
+            return 5
+
+        def release(self, event, reserved):
+            raise RuntimeError("storage down")
+
+    ex = Executor(admission=Grabby())
+    item_event = Event(abs, args=(-1,))
+    future = ex.append(item_event)
+    future.cancel()
+    item = ex._items[id(item_event)]
+    ex._release(item, 5)
+    assert "releasing the admission" in caplog.text
