@@ -143,11 +143,17 @@ def test_a_full_queue_sheds_load_at_once(make_app, server: MockServer) -> None:
     server.script(["slow:1500"])
     with cf.ThreadPoolExecutor(2) as pool:
         post = lambda: module.app.test_client().post("/chat", json={"prompt": "hi"})  # noqa: E731
-        slow = pool.submit(post)  # in flight (the only worker)
-        queued = pool.submit(post)  # waits in the queue
         give_up = time.monotonic() + 10
-        while module.EXECUTOR.task_queue.qsize() < 1 and time.monotonic() < give_up:
-            time.sleep(0.01)  # test-side wait until the queue is full
+
+        def wait_until(condition):  # test-side waits for the executor's state
+            while not condition() and time.monotonic() < give_up:
+                time.sleep(0.01)
+            assert condition()
+
+        slow = pool.submit(post)
+        wait_until(lambda: module.EXECUTOR.metrics.snapshot()["in_flight"] == 1)  # on the only worker
+        queued = pool.submit(post)
+        wait_until(lambda: module.EXECUTOR.task_queue.qsize() >= 1)  # waits behind it: the queue is full
         started = time.monotonic()
         shed = module.app.test_client().post("/chat", json={"prompt": "hi"})
         waited = time.monotonic() - started
