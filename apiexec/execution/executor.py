@@ -195,8 +195,8 @@ class Executor(SeedFront):
             runtime.join()
             self.join()
         with self._lock:
-            if self._finalizer is not None:
-                self._finalizer.detach()
+            assert self._finalizer is not None  # set by start() with the runtime
+            self._finalizer.detach()
             self._runtime = None
             self._state = ExecutorState.IDLE
         logger.debug("executor shut down")
