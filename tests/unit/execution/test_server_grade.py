@@ -259,6 +259,25 @@ def test_a_dropped_executor_cancels_what_never_started():
 # -- fork -------------------------------------------------------------------------------------
 
 
+def in_forked_child(child):
+    """Run ``child()`` in a forked child; return its exit code and the text it returned."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            status = child()
+        except BaseException as exc:  # pragma: no cover - reported to the parent
+            status = f"error {exc!r}"
+        os.write(write, status.encode())
+        os._exit(0)
+    os.close(write)
+    try:
+        _, code = os.waitpid(pid, 0)
+        return code, os.read(read, 1000).decode()
+    finally:
+        os.close(read)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @pytest.mark.timeout(30)
 def test_a_started_executor_works_in_a_forked_child():
@@ -274,23 +293,14 @@ def test_a_started_executor_works_in_a_forked_child():
 
     in_flight = ex.submit(hold)
     assert started.wait(5)  # running in the parent at fork time
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, never run the parent's call
-        try:
-            result = ex.submit(pow, 2, 5).result(timeout=5)
-            ended = cf.wait([in_flight], timeout=5).done == {in_flight}  # never a hang in the child
-            status = f"{result} {ended} {ex.state.value}"
-        except BaseException as exc:  # pragma: no cover - reported to the parent
-            status = f"error {exc!r}"
-        os.write(write, status.encode())
-        os._exit(0)
-    os.close(write)
+    def child():  # never runs the parent's call
+        result = ex.submit(pow, 2, 5).result(timeout=5)
+        ended = cf.wait([in_flight], timeout=5).done == {in_flight}  # never a hang in the child
+        return f"{result} {ended} {ex.state.value}"
+
     try:
-        _, code = os.waitpid(pid, 0)
-        report = os.read(read, 1000).decode()
+        code, report = in_forked_child(child)
     finally:
-        os.close(read)
         gate.set()
         ex.shutdown()
     assert code == 0
@@ -333,22 +343,13 @@ def test_a_rate_limited_executor_works_in_a_forked_child_with_its_own_buckets():
     ex = RateLimitedExecutor(limit_requests=100, limit_tokens=10_000, concurrency_limit=2)
     ex.start()
     assert ex.submit(Event(abs, args=(-1,), tokens=10)).result(timeout=5) == 1
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            result = ex.submit(Event(abs, args=(-2,), tokens=10)).result(timeout=5)
-            status = f"{result} {ex.limiter.waiting}"
-        except BaseException as exc:  # pragma: no cover - reported to the parent
-            status = f"error {exc!r}"
-        os.write(write, status.encode())
-        os._exit(0)
-    os.close(write)
+    def child():
+        result = ex.submit(Event(abs, args=(-2,), tokens=10)).result(timeout=5)
+        return f"{result} {ex.limiter.waiting}"
+
     try:
-        _, code = os.waitpid(pid, 0)
-        report = os.read(read, 1000).decode()
+        code, report = in_forked_child(child)
     finally:
-        os.close(read)
         ex.shutdown()
     assert (code, report) == (0, "2 0")
 
