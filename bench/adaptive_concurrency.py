@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apiexec import APICalling, Endpoint, EndpointConfig, RateLimitedExecutor  # noqa: E402
 from apiexec.errors import ExecutorNotRunning  # noqa: E402
-from tests.integration.test_fit_support import CappedServer  # noqa: E402
+from tests.integration.fit_support import CappedServer  # noqa: E402
 
 LATENCY = 0.1
 #: (seconds from start, capacity) steps of the server.

@@ -11,7 +11,7 @@ import anthropic.types.messages as anthropic_types
 import pytest
 from openai.types.chat import ChatCompletion
 
-from tests.integration.test_batch_support import (
+from tests.integration.batch_support import (
     SECRET,
     LoopbackAPI,
     chat_answer,

@@ -17,8 +17,8 @@ from apiexec.batch import BatchInterrupted
 from apiexec.batch.journal import Journal
 from apiexec.errors import ConfigError
 from apiexec.http.presets import PRESETS, preset_config
+from tests.integration.batch_support import LoopbackAPI, chat_answer, rows_of, run_cli, write_input
 from tests.integration.test_batch_cli import Holding
-from tests.integration.test_batch_support import LoopbackAPI, chat_answer, rows_of, run_cli, write_input
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

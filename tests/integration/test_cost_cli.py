@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from apiexec.mock.server import MockServer, MockServerConfig
-from tests.integration.test_batch_support import run_cli
+from tests.integration.batch_support import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

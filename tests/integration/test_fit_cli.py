@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from tests.integration.test_batch_support import rows_of, run_cli
-from tests.integration.test_fit_support import CappedServer, PerModelServer
+from tests.integration.batch_support import rows_of, run_cli
+from tests.integration.fit_support import CappedServer, PerModelServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -126,7 +126,7 @@ def test_a_slow_models_lines_never_fill_the_whole_window(tmp_path):
 
 def test_two_processes_share_one_adaptive_limit_through_sqlite(tmp_path):
     """Two runs naming one SQLite storage stay below the server's 8 together."""
-    from tests.integration.test_batch_support import start_cli
+    from tests.integration.batch_support import start_cli
 
     storage = f"sqlite:///{tmp_path / 'limits.db'}"
     runs = []
