@@ -160,7 +160,7 @@ class RateLimits:
         token_burst: float | None = None,
     ) -> RateLimits:
         """Limits as providers state them: RPM and TPM."""
-        return cls(requests=requests, tokens=tokens, interval=60.0, burst=burst, token_burst=token_burst)
+        return cls(requests=requests, tokens=tokens, interval=DEFAULT_INTERVAL, burst=burst, token_burst=token_burst)
 
     @classmethod
     def per_second(
