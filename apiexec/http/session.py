@@ -15,6 +15,10 @@
   ``Authorization``, and only on a change of host;
 - the environment (proxies, CA bundle) read once, at creation, not per
   request;
+- without a proxy, requests sent straight through the pool
+  (:mod:`apiexec.http.direct_send`: requests' exceptions and responses, the
+  CA bundle checked once per pool instead of twice per request); a patched
+  ``HTTPAdapter.send`` (``responses``, a recorder) still sees every request;
 - urllib3's debug log redacted (it logs each request's URL, query included).
 
 Thread-safety contract: one session is shared by every worker thread of an
@@ -39,12 +43,15 @@ from apiexec.errors import ResponseTooLarge
 from apiexec.http.config import EndpointConfig
 from apiexec.http.credentials import CREDENTIAL_QUERY_PARAMS, install_log_filter
 from apiexec.http.deadline import CURRENT_ALARM
+from apiexec.http.direct_send import send_direct
 
 USER_AGENT = "apiexec/0.1"
 #: Bytes read (and decompressed) at a time: bounds the memory one read can take.
 _READ_BYTES = 64 * 1024
 #: URLs whose pool and request target an adapter remembers.
 _REMEMBERED_URLS = 64
+#: requests' own ``HTTPAdapter.send``: when a test library patches it, every send goes through the patch.
+_REQUESTS_SEND = HTTPAdapter.send
 
 
 class _AlarmedConnection(HTTPConnection):
@@ -127,6 +134,21 @@ class PooledAdapter(HTTPAdapter):
             self._pools[key] = pool
         return pool
 
+    def _send_direct(
+        self, request: requests.PreparedRequest, timeout: tuple[Any, Any], verify: Any, cert: Any
+    ) -> requests.Response:
+        """``HTTPAdapter.send`` without a proxy, its TLS check done once per pool."""
+        try:
+            pool = self.get_connection_with_tls_context(request, verify, proxies=None, cert=cert)
+        except urllib3.exceptions.LocationValueError as exc:
+            raise requests.exceptions.InvalidURL(exc, request=request) from exc
+        url = request.url or ""
+        checked = (url.partition(":")[0].lower(), verify, cert)
+        if getattr(pool, "_apiexec_tls_checked", None) != checked:
+            self.cert_verify(pool, url, verify, cert)  # checks the CA bundle exists: per pool, not per call
+            pool._apiexec_tls_checked = checked
+        return send_direct(self, pool, request, self.request_url(request, None), timeout)
+
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         """The request line's target (path and query), remembered per URL when no proxy applies."""
         url = request.url
@@ -162,8 +184,17 @@ class PooledAdapter(HTTPAdapter):
         timeout = kwargs.get("timeout")
         if timeout is None:
             timeout = self.default_timeout
-        kwargs["timeout"] = _within_deadline(timeout)
-        response = super().send(request, stream=True, **kwargs)
+        kwargs["timeout"] = timeout = _within_deadline(timeout)
+        if (
+            kwargs.get("proxies")
+            or not isinstance(timeout, tuple)
+            or len(timeout) != 2
+            or not request.url
+            or HTTPAdapter.send is not _REQUESTS_SEND  # patched (``responses``, a recorder): theirs decides
+        ):
+            response = super().send(request, stream=True, **kwargs)
+        else:
+            response = self._send_direct(request, timeout, kwargs.get("verify", True), kwargs.get("cert"))
         if not stream:
             _read_capped(response, self.max_body_bytes)
         return response
@@ -227,6 +258,7 @@ def _too_large(response: requests.Response, limit: int) -> ResponseTooLarge:
     return ResponseTooLarge(
         f"{url}: the response body passed max_body_bytes={limit} (after decompression)", url=url, limit=limit
     )
+
 
 class CredentialSession(requests.Session):
     """A Session that drops every credential on a redirect to another origin.
