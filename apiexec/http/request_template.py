@@ -70,6 +70,23 @@ def encode_json(payload: Any) -> bytes:
     return json.dumps(payload, allow_nan=False).encode("utf-8")
 
 
+def _holds_cookies(jar: Any) -> bool:
+    """Whether ``jar`` may hold a cookie, without walking it (``len(jar)`` visits every cookie).
+
+    A standard jar keeps its cookies in ``_cookies``; an emptied domain left
+    behind counts as holding one (requests' full path is then taken, which is
+    always exact).
+
+    Example:
+        >>> import requests
+        >>> jar = requests.cookies.RequestsCookieJar()
+        >>> _holds_cookies(jar), _holds_cookies(requests.cookies.cookiejar_from_dict({"a": "1"}))
+        (False, True)
+    """
+    store = getattr(jar, "_cookies", None)
+    return bool(store) if isinstance(store, dict) else bool(jar)
+
+
 class RequestTemplate:
     """What one endpoint's requests share, prepared once through its session.
 
@@ -116,7 +133,7 @@ class RequestTemplate:
 
     def usable(self, session: requests.Session) -> bool:
         """Whether ``session`` is still the one prepared for, unchanged in what matters."""
-        if session is not self.session or session.cookies:
+        if session is not self.session or _holds_cookies(session.cookies):
             return False
         own = session.__dict__
         return "request" not in own and "send" not in own and not session.hooks.get("response")
@@ -174,7 +191,12 @@ class RequestTemplate:
         """Follow redirects as ``Session.send`` does (credentials dropped across origins)."""
         history = list(
             self.session.resolve_redirects(
-                response, prepared, stream=stream, timeout=None, verify=self._verify, cert=self._cert,
+                response,
+                prepared,
+                stream=stream,
+                timeout=None,
+                verify=self._verify,
+                cert=self._cert,
                 proxies=self._proxies,
             )
         )
