@@ -33,20 +33,34 @@ from apiexec.errors import (
     ServiceRefused,
     StorageError,
 )
-from apiexec.execution import Event, Execution, ExecutionStatus, Executor, Queue, QueueConfig
-from apiexec.http import Endpoint, EndpointConfig, Secret
-from apiexec.llm import APICalling
-from apiexec.rate_limited import RateLimitedExecutor
 
 if TYPE_CHECKING:
     from apiexec.batch import BatchOptions, BatchSummary, run_batch
+    from apiexec.execution import Event, Execution, ExecutionStatus, Executor, Queue, QueueConfig
+    from apiexec.http import Endpoint, EndpointConfig, Secret
+    from apiexec.llm import APICalling
     from apiexec.llm.prices import Prices
+    from apiexec.rate_limited import RateLimitedExecutor
     from apiexec.spending import BudgetAdmission
 
-#: Names loaded on first use: the batch runner pulls in the journal, SQLite
-#: and progress bars, spending caps the price table and the SDK adapter,
-#: which ``import apiexec`` should not pay for.
+#: Every public class is loaded on first use (PEP 562): ``import apiexec``
+#: costs the errors module only, ``from apiexec import Endpoint`` loads the
+#: HTTP layer and requests but not the executor, ``RateLimitedExecutor`` the
+#: executor and limits but not requests, and the batch runner (journal,
+#: SQLite, progress bars) or spending caps (price table, SDK adapter) only
+#: when used. Each name resolves once; later lookups are plain attributes.
 _LAZY = {
+    "Event": "apiexec.execution",
+    "Execution": "apiexec.execution",
+    "ExecutionStatus": "apiexec.execution",
+    "Executor": "apiexec.execution",
+    "Queue": "apiexec.execution",
+    "QueueConfig": "apiexec.execution",
+    "Endpoint": "apiexec.http",
+    "EndpointConfig": "apiexec.http",
+    "Secret": "apiexec.http",
+    "APICalling": "apiexec.llm",
+    "RateLimitedExecutor": "apiexec.rate_limited",
     "BatchOptions": "apiexec.batch",
     "BatchSummary": "apiexec.batch",
     "run_batch": "apiexec.batch",
@@ -62,6 +76,10 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __version__ = "0.1.0"

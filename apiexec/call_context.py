@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Final
 
 from apiexec.clock import REAL, Waiter
@@ -35,7 +34,6 @@ ResponseObserver = Callable[[int, Mapping[str, str]], None]
 RetryGate = Callable[[], bool]
 
 
-@dataclass(slots=True)
 class CallContext:
     """Bookkeeping for one logical call (all of its attempts).
 
@@ -52,19 +50,37 @@ class CallContext:
         timeout: The deadline as seconds from submission (for messages).
     """
 
-    attempts: int = 0
-    observers: list[ResponseObserver] = field(default_factory=list)
-    status_code: int | None = None
-    request_id: str | None = None
-    retry_gate: RetryGate | None = None
-    stop: threading.Event | None = None
-    deadline: float | None = None
-    timeout: float | None = None
+    # A plain slotted class (not a dataclass): ``import apiexec`` does not pay for one.
+    __slots__ = ("attempts", "observers", "status_code", "request_id", "retry_gate", "stop", "deadline", "timeout")
+
+    def __init__(
+        self,
+        attempts: int = 0,
+        observers: list[ResponseObserver] | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_gate: RetryGate | None = None,
+        stop: threading.Event | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.attempts = attempts
+        self.observers: list[ResponseObserver] = [] if observers is None else observers
+        self.status_code = status_code
+        self.request_id = request_id
+        self.retry_gate = retry_gate
+        self.stop = stop
+        self.deadline = deadline
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return (
+            f"CallContext(attempts={self.attempts}, status_code={self.status_code}, "
+            f"request_id={self.request_id!r}, deadline={self.deadline}, timeout={self.timeout})"
+        )
 
 
-_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar(
-    "apiexec_call_context", default=None
-)
+_current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("apiexec_call_context", default=None)
 
 
 class call_context:  # noqa: N801 - a context manager used like a function

@@ -44,8 +44,7 @@ from apiexec.execution.work_queue import DEFAULT_CAPACITY_REFRESH_TIME, DEFAULT_
 from apiexec.http.rate_limit_headers import RateLimitInfo, parse_rate_limit_headers
 from apiexec.limits.bucket import Clock, LimitBackend, MemoryBackend, ServerLimits
 from apiexec.limits.limiter import RateLimiter
-from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits
-from apiexec.limits.storage import DEFAULT_KEY, DEFAULT_STORAGE, backend_from_url
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, DEFAULT_KEY, DEFAULT_STORAGE, RateLimits
 
 if TYPE_CHECKING:  # loaded when used: limits per key, adaptive limits and spending caps are opt-in
     from apiexec.limits.adaptive import AIMD
@@ -265,8 +264,14 @@ def _names_rate_limit(headers: Mapping[str, str]) -> bool:
     """Whether a 429's headers state a rate limit (else it is an overload)."""
     info = parse_rate_limit_headers(headers)
     stated = (
-        info.limit_requests, info.remaining_requests, info.limit_tokens, info.remaining_tokens,
-        info.limit_input_tokens, info.remaining_input_tokens, info.limit_output_tokens, info.remaining_output_tokens,
+        info.limit_requests,
+        info.remaining_requests,
+        info.limit_tokens,
+        info.remaining_tokens,
+        info.limit_input_tokens,
+        info.remaining_input_tokens,
+        info.limit_output_tokens,
+        info.remaining_output_tokens,
     )
     return any(value is not None for value in stated)
 
@@ -407,6 +412,8 @@ class RateLimitedExecutor(Executor):
     def _open_storage(self, clock: Clock) -> LimitBackend:
         if self.storage == DEFAULT_STORAGE:
             return MemoryBackend(limits=self.rate_limits, clock=clock)
+        from apiexec.limits.storage import backend_from_url  # SQLite/Redis only when asked for
+
         return backend_from_url(self.storage, key=self.key, limits=self.rate_limits)
 
     @property

@@ -17,7 +17,6 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -48,12 +47,9 @@ class ExecutionStatus(str, enum.Enum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset(
-    {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}
-)
+_TERMINAL = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
 
 
-@dataclass
 class Execution:
     """The recorded outcome of an event.
 
@@ -66,12 +62,31 @@ class Execution:
         exception: The exception behind a FAILED status (not part of repr).
     """
 
-    status: ExecutionStatus = ExecutionStatus.PENDING
-    result: Any = None
-    error: str | None = None
-    duration: float | None = None
-    attempts: int = 0
-    exception: BaseException | None = None
+    _FIELDS = ("status", "result", "error", "duration", "attempts", "exception")
+
+    def __init__(
+        self,
+        status: ExecutionStatus = ExecutionStatus.PENDING,
+        result: Any = None,
+        error: str | None = None,
+        duration: float | None = None,
+        attempts: int = 0,
+        exception: BaseException | None = None,
+    ) -> None:
+        # A plain class (not a dataclass): ``import apiexec`` does not pay for one.
+        self.status = status
+        self.result = result
+        self.error = error
+        self.duration = duration
+        self.attempts = attempts
+        self.exception = exception
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable, as before
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +244,4 @@ class Event:
         logger.debug("event %s failed: %s", self.id, execution.error)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(id={self.id}, "
-            f"status={self.execution.status.value})"
-        )
+        return f"{type(self).__name__}(id={self.id}, status={self.execution.status.value})"

@@ -31,7 +31,6 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from apiexec.errors import QueueStopped
@@ -45,7 +44,6 @@ _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 _LIVE_RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
-@dataclass(eq=False, slots=True)
 class WorkItem:
     """One call on its way: submit → queue → worker → future.
 
@@ -62,13 +60,29 @@ class WorkItem:
         finished: Reached its terminal state (set once, under the executor's lock).
     """
 
-    event: Any
-    future: cf.Future[Any] = field(default_factory=cf.Future)
-    deadline: float | None = None
-    timeout: float | None = None
-    accepted: bool = False
-    reserved: int = 0
-    finished: bool = False
+    # A plain slotted class (not a dataclass): ``import apiexec`` does not pay for one.
+    __slots__ = ("event", "future", "deadline", "timeout", "accepted", "reserved", "finished")
+
+    def __init__(
+        self,
+        event: Any,
+        future: cf.Future[Any] | None = None,
+        deadline: float | None = None,
+        timeout: float | None = None,
+        accepted: bool = False,
+        reserved: int = 0,
+        finished: bool = False,
+    ) -> None:
+        self.event = event
+        self.future: cf.Future[Any] = cf.Future() if future is None else future
+        self.deadline = deadline
+        self.timeout = timeout
+        self.accepted = accepted
+        self.reserved = reserved
+        self.finished = finished
+
+    def __repr__(self) -> str:
+        return f"WorkItem(event={self.event!r}, future={self.future!r}, accepted={self.accepted}, finished={self.finished})"
 
 
 #: Runs one dequeued item on a worker thread (the executor's method).

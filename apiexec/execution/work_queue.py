@@ -27,10 +27,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 from apiexec._checks import check_int, check_positive_number
+from apiexec._record import Frozen
 from apiexec.clock import REAL, Waiter
 from apiexec.errors import QueueStopped
 
@@ -38,8 +38,7 @@ DEFAULT_QUEUE_CAPACITY: Final = 100
 DEFAULT_CAPACITY_REFRESH_TIME: Final = 1.0
 
 
-@dataclass(frozen=True)
-class QueueConfig:
+class QueueConfig(Frozen):
     """Validated, immutable settings of a :class:`Queue`.
 
     Attributes:
@@ -53,23 +52,36 @@ class QueueConfig:
         ConfigError: (a ``ValueError``) naming the invalid field.
     """
 
-    queue_capacity: int = DEFAULT_QUEUE_CAPACITY
-    capacity_refresh_time: float = DEFAULT_CAPACITY_REFRESH_TIME
-    concurrency_limit: int | None = None
+    __slots__ = ("queue_capacity", "capacity_refresh_time", "concurrency_limit")
+    queue_capacity: int
+    capacity_refresh_time: float
+    concurrency_limit: int | None
 
-    def __post_init__(self) -> None:
-        check_int("queue_capacity", self.queue_capacity, 1)
-        check_positive_number("capacity_refresh_time", self.capacity_refresh_time)
-        if self.concurrency_limit is not None:
-            check_int("concurrency_limit", self.concurrency_limit, 1)
+    def __init__(
+        self,
+        queue_capacity: int = DEFAULT_QUEUE_CAPACITY,
+        capacity_refresh_time: float = DEFAULT_CAPACITY_REFRESH_TIME,
+        concurrency_limit: int | None = None,
+    ) -> None:
+        check_int("queue_capacity", queue_capacity, 1)
+        check_positive_number("capacity_refresh_time", capacity_refresh_time)
+        if concurrency_limit is not None:
+            check_int("concurrency_limit", concurrency_limit, 1)
+        self._assign(
+            queue_capacity=queue_capacity,
+            capacity_refresh_time=capacity_refresh_time,
+            concurrency_limit=concurrency_limit,
+        )
 
 
-@dataclass
 class _SlotGate:
     """Concurrency slots, counted under the queue's mutex."""
 
-    limit: int
-    in_use: int = 0
+    __slots__ = ("limit", "in_use")
+
+    def __init__(self, limit: int, in_use: int = 0) -> None:
+        self.limit = limit
+        self.in_use = in_use
 
     @property
     def full(self) -> bool:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -50,10 +51,13 @@ CREDENTIAL_QUERY_PARAMS: Final = frozenset(
 )
 REDACTED: Final = "***"
 
-_QUERY_SECRET: Final = re.compile(
-    r"(?i)([?&;](?:" + "|".join(re.escape(n) for n in sorted(CREDENTIAL_QUERY_PARAMS)) + r")=)[^&#\s\"']*"
-)
-_BEARER: Final = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+@functools.cache
+def _secret_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Credentials in a query string, and bearer tokens (compiled at first use, not at import)."""
+    names = "|".join(re.escape(n) for n in sorted(CREDENTIAL_QUERY_PARAMS))
+    query = re.compile(r"(?i)([?&;](?:" + names + r")=)[^&#\s\"']*")
+    return query, re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
 class Secret:
@@ -136,8 +140,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
-    text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-    return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    query, bearer = _secret_patterns()
+    text = query.sub(lambda m: m.group(1) + REDACTED, text)
+    return bearer.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 class _Registry:

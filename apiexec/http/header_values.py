@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -33,13 +34,14 @@ _DURATION_UNITS: Final[Mapping[str, float]] = {
     "\u03bcs": 1e-6,  # Greek mu
     "ns": 1e-9,
 }
-_DURATION_TERM: Final[re.Pattern[str]] = re.compile(
-    r"(\d+(?:\.\d*)?|\.\d+)(ms|us|\u00b5s|\u03bcs|ns|h|m|s)"
-)
-_DURATION: Final[re.Pattern[str]] = re.compile(f"(?:{_DURATION_TERM.pattern})+")
-_RFC3339: Final[re.Pattern[str]] = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?"
-)
+_DURATION_TERM: Final = r"(\d+(?:\.\d*)?|\.\d+)(ms|us|\u00b5s|\u03bcs|ns|h|m|s)"
+_RFC3339: Final = r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?"
+
+
+@functools.cache
+def _pattern(source: str) -> re.Pattern[str]:
+    """``re.compile(source)`` at first use, not at import (most answers carry no such value)."""
+    return re.compile(source)
 
 
 # ---------------------------------------------------------------- values
@@ -85,12 +87,9 @@ def parse_duration(text: str) -> float | None:
     plain = _finite_seconds(text) if text[:1].isdigit() or text[:1] == "." else None
     if plain is not None:
         return plain
-    if not _DURATION.fullmatch(text):
+    if not _pattern(f"(?:{_DURATION_TERM})+").fullmatch(text):
         return None
-    seconds = sum(
-        float(number) * _DURATION_UNITS[unit]
-        for number, unit in _DURATION_TERM.findall(text)
-    )
+    seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in _pattern(_DURATION_TERM).findall(text))
     return seconds if math.isfinite(seconds) else None
 
 
@@ -139,16 +138,14 @@ def _parse_rfc3339(text: str) -> float | None:
     Hand-written because ``datetime.fromisoformat`` rejects "Z" and long
     fractions before Python 3.11.
     """
-    match = _RFC3339.fullmatch(text)
+    match = _pattern(_RFC3339).fullmatch(text)
     if match is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction, offset = match.group(7), match.group(8)
     try:
         # A leap second (:60) is read as :59.
-        moment = datetime(
-            year, month, day, hour, minute, min(second, 59), tzinfo=timezone.utc
-        )
+        moment = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone.utc)
     except ValueError:  # e.g. month 13
         return None
     epoch = moment.timestamp() + float(fraction or 0)
@@ -158,9 +155,7 @@ def _parse_rfc3339(text: str) -> float | None:
     return epoch
 
 
-def _parse_reset_timestamp(
-    headers: Mapping[str, str], name: str, now: float | None
-) -> float | None:
+def _parse_reset_timestamp(headers: Mapping[str, str], name: str, now: float | None) -> float | None:
     """Reads an RFC 3339 reset header (Anthropic) as seconds from ``now``.
 
     A plain duration ("30", "1s") is accepted too, for proxies that rewrite it.
@@ -206,9 +201,7 @@ def _retry_after(text: str, now: float | None) -> float | None:
     return _seconds_until(moment.timestamp(), now)
 
 
-def _parse_lowered_retry_after(
-    headers: Mapping[str, str], now: float | None
-) -> float | None:
+def _parse_lowered_retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
     """:func:`parse_retry_after` on headers already lower-cased by ``_lowered``."""
     for name, parse in (
         ("retry-after-ms", _retry_after_ms),
@@ -224,9 +217,7 @@ def _parse_lowered_retry_after(
     return None
 
 
-def parse_retry_after(
-    headers: Mapping[str, str], *, now: float | None = None
-) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """Reads how long to wait before retrying.
 
     ``retry-after-ms`` (milliseconds, OpenAI) wins over ``retry-after``,

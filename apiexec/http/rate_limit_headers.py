@@ -83,6 +83,7 @@ logger = logging.getLogger(__name__)
 OPENAI_PREFIX: Final[str] = "x-ratelimit-"
 ANTHROPIC_PREFIX: Final[str] = "anthropic-ratelimit-"
 
+
 @dataclass(frozen=True, kw_only=True)
 class RateLimitInfo:
     """What a response says about the caller's rate limits.
@@ -152,8 +153,9 @@ HeaderParser: TypeAlias = Callable[[Mapping[str, str], float | None], RateLimitI
 # ---------------------------------------------------------------- dialects
 
 
-def _triple(headers: Mapping[str, str], names: tuple[str, str, str], reset: Callable[..., float | None],
-            now: float | None) -> tuple[int | None, int | None, float | None]:
+def _triple(
+    headers: Mapping[str, str], names: tuple[str, str, str], reset: Callable[..., float | None], now: float | None
+) -> tuple[int | None, int | None, float | None]:
     """(limit, remaining, reset) read from three header names."""
     limit, remaining, reset_name = names
     return (
@@ -189,8 +191,12 @@ def parse_openai_headers(headers: Mapping[str, str], now: float | None = None) -
     requests, tokens = _openai_triples(headers, "requests"), _openai_triples(headers, "tokens")
     return RateLimitInfo(
         retry_after=_parse_lowered_retry_after(headers, now),
-        limit_requests=requests[0], remaining_requests=requests[1], reset_requests=requests[2],
-        limit_tokens=tokens[0], remaining_tokens=tokens[1], reset_tokens=tokens[2],
+        limit_requests=requests[0],
+        remaining_requests=requests[1],
+        reset_requests=requests[2],
+        limit_tokens=tokens[0],
+        remaining_tokens=tokens[1],
+        reset_tokens=tokens[2],
     )
 
 
@@ -202,7 +208,9 @@ def parse_groq_headers(headers: Mapping[str, str], now: float | None = None) -> 
     info = parse_openai_headers(headers, now)
     return replace(
         info,
-        limit_requests=None, remaining_requests=None, reset_requests=None,
+        limit_requests=None,
+        remaining_requests=None,
+        reset_requests=None,
         limit_requests_day=info.limit_requests,
         remaining_requests_day=info.remaining_requests,
         reset_requests_day=info.reset_requests,
@@ -219,8 +227,9 @@ def parse_suffixed_headers(headers: Mapping[str, str], now: float | None = None)
     for kind in ("requests", "tokens"):
         for suffix, tail in (("-minute", ""), ("-day", "_day")):
             limit, remaining, reset = _openai_triples(headers, kind, suffix)
-            fields.update({f"limit_{kind}{tail}": limit, f"remaining_{kind}{tail}": remaining,
-                           f"reset_{kind}{tail}": reset})
+            fields.update(
+                {f"limit_{kind}{tail}": limit, f"remaining_{kind}{tail}": remaining, f"reset_{kind}{tail}": reset}
+            )
     return RateLimitInfo(retry_after=_parse_lowered_retry_after(headers, now), **fields)
 
 
@@ -294,10 +303,18 @@ def parse_anthropic_headers(headers: Mapping[str, str], now: float | None = None
     ]
     return RateLimitInfo(
         retry_after=_parse_lowered_retry_after(headers, now),
-        limit_requests=requests[0], remaining_requests=requests[1], reset_requests=requests[2],
-        limit_tokens=combined[0], remaining_tokens=combined[1], reset_tokens=combined[2],
-        limit_input_tokens=inputs[0], remaining_input_tokens=inputs[1], reset_input_tokens=inputs[2],
-        limit_output_tokens=outputs[0], remaining_output_tokens=outputs[1], reset_output_tokens=outputs[2],
+        limit_requests=requests[0],
+        remaining_requests=requests[1],
+        reset_requests=requests[2],
+        limit_tokens=combined[0],
+        remaining_tokens=combined[1],
+        reset_tokens=combined[2],
+        limit_input_tokens=inputs[0],
+        remaining_input_tokens=inputs[1],
+        reset_input_tokens=inputs[2],
+        limit_output_tokens=outputs[0],
+        remaining_output_tokens=outputs[1],
+        reset_output_tokens=outputs[2],
     )
 
 
@@ -311,7 +328,7 @@ PARSERS: Final[dict[str, HeaderParser]] = {
 }
 """Header parsers by dialect name; each takes ``(headers, now)``."""
 
-_SUFFIXED: Final = re.compile(r"x-ratelimit-(?:limit|remaining|reset)-(?:requests|tokens)-(?:minute|day)")
+_SUFFIXED: Final = r"x-ratelimit-(?:limit|remaining|reset)-(?:requests|tokens)-(?:minute|day)"
 
 
 def detect_dialect(headers: Mapping[str, str]) -> str:
@@ -319,7 +336,7 @@ def detect_dialect(headers: Mapping[str, str]) -> str:
     names = [name.lower() for name in headers]
     if any(name.startswith(ANTHROPIC_PREFIX) for name in names):
         return "anthropic"
-    if any(_SUFFIXED.fullmatch(name) for name in names):
+    if any(name.startswith("x-ratelimit-") and re.fullmatch(_SUFFIXED, name) for name in names):
         return "suffixed"
     if "x-ratelimit-limit" in names or "x-ratelimit-remaining" in names:
         return "openrouter"
@@ -399,7 +416,5 @@ def parse_rate_limit_headers(
     name = name or detect_dialect(lowered)
     parser = PARSERS.get(name)
     if parser is None:
-        raise ValueError(
-            f"provider: unknown {provider!r}, expected one of {sorted(PARSERS)}"
-        )
+        raise ValueError(f"provider: unknown {provider!r}, expected one of {sorted(PARSERS)}")
     return parser(lowered, now)

@@ -28,9 +28,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
+from apiexec._record import Frozen
 from apiexec.errors import CapacityError
 from apiexec.limits.rate_limits import DEFAULT_INTERVAL, SERVER_LIMIT_WINDOW, RateLimits, resolve_limits
 
@@ -40,8 +40,7 @@ Clock = Callable[[], float]
 ServerView = tuple[float | None, float | None, float | None]
 
 
-@dataclass(frozen=True)
-class ServerLimits:
+class ServerLimits(Frozen):
     """What a server reported about the caller's limits, as plain numbers.
 
     The limits layer never sees HTTP headers: whoever parses a response's
@@ -54,12 +53,38 @@ class ServerLimits:
         (600, 10, None)
     """
 
-    limit_requests: float | None = None
-    remaining_requests: float | None = None
-    reset_requests: float | None = None
-    limit_tokens: float | None = None
-    remaining_tokens: float | None = None
-    reset_tokens: float | None = None
+    __slots__ = (
+        "limit_requests",
+        "remaining_requests",
+        "reset_requests",
+        "limit_tokens",
+        "remaining_tokens",
+        "reset_tokens",
+    )
+    limit_requests: float | None
+    remaining_requests: float | None
+    reset_requests: float | None
+    limit_tokens: float | None
+    remaining_tokens: float | None
+    reset_tokens: float | None
+
+    def __init__(
+        self,
+        limit_requests: float | None = None,
+        remaining_requests: float | None = None,
+        reset_requests: float | None = None,
+        limit_tokens: float | None = None,
+        remaining_tokens: float | None = None,
+        reset_tokens: float | None = None,
+    ) -> None:
+        self._assign(
+            limit_requests=limit_requests,
+            remaining_requests=remaining_requests,
+            reset_requests=reset_requests,
+            limit_tokens=limit_tokens,
+            remaining_tokens=remaining_tokens,
+            reset_tokens=reset_tokens,
+        )
 
     @property
     def requests(self) -> ServerView:
@@ -76,7 +101,6 @@ class ServerLimits:
 _EPSILON = 1e-9
 
 
-@dataclass
 class TokenBucket:
     """One continuous bucket. Not thread-safe: its owner holds a lock.
 
@@ -97,14 +121,28 @@ class TokenBucket:
         0.9
     """
 
-    capacity: float
-    rate: float
-    level: float
-    stamp: float
-    ceiling: float = 0.0
+    __slots__ = ("capacity", "rate", "level", "stamp", "ceiling")
 
-    def __post_init__(self) -> None:
-        self.ceiling = max(self.ceiling, self.capacity)
+    def __init__(self, capacity: float, rate: float, level: float, stamp: float, ceiling: float = 0.0) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self.level = level
+        self.stamp = stamp
+        self.ceiling = max(ceiling, capacity)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket(capacity={self.capacity!r}, rate={self.rate!r}, level={self.level!r}, "
+            f"stamp={self.stamp!r}, ceiling={self.ceiling!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not TokenBucket:
+            return NotImplemented
+        mine = (self.capacity, self.rate, self.level, self.stamp, self.ceiling)
+        return mine == (other.capacity, other.rate, other.level, other.stamp, other.ceiling)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable
 
     @classmethod
     def full(cls, limit: float, interval: float, now: float, capacity: float | None = None) -> TokenBucket:
@@ -260,9 +298,7 @@ def sync_bucket(
     return bucket
 
 
-def take_together(
-    wants: tuple[tuple[TokenBucket | None, int], ...], paused_until: float, now: float
-) -> float:
+def take_together(wants: tuple[tuple[TokenBucket | None, int], ...], paused_until: float, now: float) -> float:
     """Take every ``(bucket, amount)`` at ``now``, or nothing.
 
     Args:
@@ -364,9 +400,7 @@ class MemoryBackend:
         """Take ``requests`` and ``tokens`` together, or say how long to wait."""
         with self._lock:
             now = self._clock()
-            return take_together(
-                ((self._requests, requests), (self._tokens, tokens)), self._paused_until, now
-            )
+            return take_together(((self._requests, requests), (self._tokens, tokens)), self._paused_until, now)
 
     def adjust(self, tokens: float) -> None:
         """Give back (positive) or charge (negative) tokens."""
@@ -396,9 +430,7 @@ class MemoryBackend:
         """Align both buckets with what a server reported."""
         with self._lock:
             now = self._clock()
-            self._requests = sync_bucket(
-                self._requests, self._learned[0], info.requests, now, limits=self.limits
-            )
+            self._requests = sync_bucket(self._requests, self._learned[0], info.requests, now, limits=self.limits)
             self._tokens = sync_bucket(
                 self._tokens, self._learned[1], info.tokens, now, limits=self.limits, tokens=True
             )

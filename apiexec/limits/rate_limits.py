@@ -44,6 +44,12 @@ from apiexec.errors import ConfigError
 #: The window limits are stated over unless said otherwise (OpenAI RPM/TPM).
 DEFAULT_INTERVAL: Final = 60.0
 
+#: The default storage: buckets in this process.
+DEFAULT_STORAGE: Final = "memory://"
+
+#: The default key under which a storage keeps one quota's buckets.
+DEFAULT_KEY: Final = "default"
+
 #: Providers report the limits in their headers per minute.
 SERVER_LIMIT_WINDOW: Final = 60.0
 
@@ -202,7 +208,6 @@ class RateLimits:
         floor = MIN_TOKEN_BURST if tokens else MIN_REQUEST_BURST
         cap = float(burst) if burst is not None else default_capacity(limit, SERVER_LIMIT_WINDOW, floor)
         return max(1.0, min(server_capacity, cap))
-
 
 
 def resolve_limits(

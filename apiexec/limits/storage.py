@@ -35,13 +35,7 @@ from typing import Final
 
 from apiexec.errors import ConfigError
 from apiexec.limits.bucket import LimitBackend, MemoryBackend
-from apiexec.limits.rate_limits import DEFAULT_INTERVAL, RateLimits, resolve_limits
-
-#: The default storage: buckets in this process.
-DEFAULT_STORAGE: Final = "memory://"
-
-#: The default key under which a storage keeps one quota's buckets.
-DEFAULT_KEY: Final = "default"
+from apiexec.limits.rate_limits import DEFAULT_INTERVAL, DEFAULT_KEY, DEFAULT_STORAGE, RateLimits, resolve_limits
 
 _SCHEMES: Final = "memory://, sqlite:///path.db or redis://host:port/db"
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
@@ -104,11 +98,16 @@ def parse_storage_url(url: str) -> StorageURL:
 def _parse_sqlite(url: str, display: str) -> StorageURL:
     rest = url.partition("://")[2]
     if not rest.startswith("/"):
-        raise ConfigError("storage", f"{display!r}: SQLite takes no host; write sqlite:///relative.db or sqlite:////abs/path.db")
+        raise ConfigError(
+            "storage", f"{display!r}: SQLite takes no host; write sqlite:///relative.db or sqlite:////abs/path.db"
+        )
     raw_path, _, query = rest[1:].partition("?")
     path = urllib.parse.unquote(raw_path)
     if not path or path == ":memory:":
-        raise ConfigError("storage", f"{display!r}: a SQLite storage needs a file that every process opens; use memory:// for one process")
+        raise ConfigError(
+            "storage",
+            f"{display!r}: a SQLite storage needs a file that every process opens; use memory:// for one process",
+        )
     busy_timeout = None
     for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
         if name != "timeout":

@@ -66,3 +66,51 @@ with responses.RequestsMock() as rsps:
 print(json.dumps({"after_success": after_success, "after_retry": "tenacity" in sys.modules}))
 """
     assert probe(code) == {"after_success": False, "after_retry": True}
+
+
+LAYER_PROBE = """
+import json, sys
+before = set(sys.modules)
+from apiexec import {name}
+print(json.dumps(sorted(m for m in set(sys.modules) - before)))
+"""
+
+
+def _loaded_by(name):
+    return set(probe(LAYER_PROBE.format(name=name)))
+
+
+def test_import_apiexec_alone_loads_neither_requests_nor_the_executor():
+    loaded = set(probe("import json, sys; import apiexec; print(json.dumps(sorted(sys.modules)))"))
+    assert "requests" not in loaded and "urllib3" not in loaded
+    assert not {m for m in loaded if m.startswith(("apiexec.execution", "apiexec.http", "apiexec.limits"))}
+
+
+def test_each_public_name_loads_its_own_layer_only():
+    executor = _loaded_by("RateLimitedExecutor")
+    assert "apiexec.execution.executor" in executor and "apiexec.limits.bucket" in executor
+    assert "apiexec.limits.storage" not in executor  # SQLite/Redis backends: only for a storage URL
+    endpoint = _loaded_by("Endpoint")
+    assert "requests" in endpoint and "apiexec.http.endpoint" in endpoint
+    assert "apiexec.execution.executor" not in endpoint and "apiexec.rate_limited" not in endpoint
+
+
+def test_the_main_names_build_only_the_public_config_dataclasses():
+    """Internal records are plain classes (each dataclass costs a compile at import)."""
+    code = """
+import json, sys
+from apiexec import APICalling, Endpoint, RateLimitedExecutor
+import dataclasses
+mods = [m for m in sys.modules if m.startswith("apiexec")]
+found = []
+for name in mods:
+    for value in vars(sys.modules[name]).values():
+        if isinstance(value, type) and value.__module__ == name and dataclasses.is_dataclass(value):
+            found.append(f"{name}.{value.__name__}")
+print(json.dumps(sorted(found)))
+"""
+    assert probe(code) == [
+        "apiexec.http.config.EndpointConfig",
+        "apiexec.http.rate_limit_headers.RateLimitInfo",
+        "apiexec.limits.rate_limits.RateLimits",
+    ]
