@@ -94,6 +94,12 @@ class Lanes:
 
         Waits only while :attr:`held` is at the bound.
         """
+        if self._take_at_once(key):  # the common case: nothing held, room in the window
+            if not send(item):
+                self.done(key)
+                self._stopped = True
+                return False
+            return not self.stopped
         with self._lock:
             self._held.setdefault(key, deque()).append((next(self._order), item))
             self._count += 1
@@ -136,6 +142,21 @@ class Lanes:
             self._in_window -= 1
             if not self._busy[key]:
                 del self._busy[key]
+
+    def _take_at_once(self, key: str) -> bool:
+        """Give lane ``key`` a place now if no line is held and the lane may have one."""
+        if self.stopped:
+            return False
+        with self._lock:
+            if self._count or self._in_window >= self.window:
+                return False
+            busy = self._busy.get(key, 0)
+            lanes = len(self._busy) + (not busy)
+            if busy >= (self.window if lanes <= 1 else max(1, self.window // 2)):
+                return False
+            self._busy[key] = busy + 1
+            self._in_window += 1
+            return True
 
     def _pick(self, *, peek: bool = False) -> tuple[str, Any] | None:
         """The earliest held line whose lane may take a place (taken unless ``peek``)."""

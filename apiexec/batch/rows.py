@@ -35,8 +35,9 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -44,6 +45,12 @@ from typing import Any, Final
 FINGERPRINT: Final = "fingerprint"
 #: An OpenAI-layout row's id: the fingerprint, then a random part.
 _ROW_ID: Final = re.compile(r"^batch_req_(.+)_([0-9a-f]{16})$")
+
+#: Random tails of row ids: 64 bits from a generator seeded by the OS, not a
+#: uuid4 per row (a system call each, a moment for another thread to take the
+#: GIL); reseeded in a forked child so that parent and child never repeat.
+_ROW_IDS: Final = random.Random()
+os.register_at_fork(after_in_child=_ROW_IDS.seed)
 
 #: Anthropic's error type for an HTTP status.
 _ANTHROPIC_TYPES: Final = {
@@ -96,7 +103,7 @@ def openai_row(custom_id: str, fp: str, outcome: Outcome) -> dict[str, Any]:
         response = {"status_code": outcome.status_code, "request_id": outcome.request_id, "body": body}
     else:
         error = {"code": outcome.code or "request_failed", "message": outcome.message or "the request failed"}
-    row_id = f"batch_req_{fp}_{uuid.uuid4().hex[:16]}"
+    row_id = f"batch_req_{fp}_{_ROW_IDS.getrandbits(64):016x}"
     return {"id": row_id, "custom_id": custom_id, "response": response, "error": error}
 
 
