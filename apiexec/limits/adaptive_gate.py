@@ -74,8 +74,11 @@ class ConcurrencyGate:
         self.rules = rules
         self.waiter = waiter
         self._max_wait = max_wait
-        self._cond = threading.Condition()
-        self._waiters: deque[object] = deque()
+        self._lock = threading.Lock()
+        # One condition per waiting call, in arrival order, all on ``_lock``:
+        # a freed slot wakes the head only (notify_all woke every waiter on
+        # every completion, and all but one went back to sleep).
+        self._waiters: deque[threading.Condition] = deque()
 
     def __repr__(self) -> str:
         return f"ConcurrencyGate({self.store!r}, {self.rules!r})"
@@ -86,8 +89,8 @@ class ConcurrencyGate:
         Raises:
             StorageError: A shared store failed.
         """
-        ticket = object()
-        with self._cond:
+        ticket = threading.Condition(self._lock)
+        with self._lock:
             self._waiters.append(ticket)
             try:
                 while not cancelled():
@@ -99,11 +102,12 @@ class ConcurrencyGate:
                         if left <= 0:
                             return False
                         wait = min(wait, left)
-                    self.waiter.wait(self._cond, wait)
+                    self.waiter.wait(ticket, wait)
                 return False
             finally:
                 self._waiters.remove(ticket)
-                self._cond.notify_all()
+                if self._waiters:  # the next in line may find a slot too
+                    self._waiters[0].notify()
 
     def _recheck(self) -> float:
         if not self.store.shared:
@@ -142,13 +146,16 @@ class ConcurrencyGate:
         return state
 
     def wake(self) -> None:
-        """Wake every waiter to re-check."""
-        with self._cond:
-            self._cond.notify_all()
+        """Wake the first waiter to re-check (it wakes the next once it is done)."""
+        if not self._waiters:
+            return  # nobody waits: no lock taken (a waiter that joins later checks the store itself)
+        with self._lock:
+            if self._waiters:
+                self._waiters[0].notify()
 
     def after_fork(self) -> None:
         """Fresh locks in a forked child."""
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiters = deque()
         self.store.after_fork()
 
