@@ -85,6 +85,12 @@ class Lanes:
         return self._stopped or self._halted()
 
     @property
+    def mixed(self) -> bool:
+        """More than one lane has lines in the window or held back."""
+        with self._lock:
+            return len(self._busy) + len(self._held) > 1 and len(self._busy.keys() | self._held.keys()) > 1
+
+    @property
     def held(self) -> int:
         """Lines held back now."""
         return self._count

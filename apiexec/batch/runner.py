@@ -36,7 +36,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from apiexec._checks import check_at_most, check_int, check_positive_number
 from apiexec.batch.breaker import DEFAULT_CONNECTION_FAILURES, refusal_reason
@@ -291,6 +291,12 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
     count_tokens = options.tokens_per_minute is not None
     base = options.endpoint
     lanes = Lanes(window, lambda ready: run.wait_until(lambda: ready() or run.halted), halted=lambda: run.halted)
+    # The reader waits for room in the window; waking it for every finished
+    # call (a context switch each) is wasted while the window is nearly full:
+    # it is woken once a quarter of the window is free (still a window's
+    # three quarters in the executor: at least the concurrency), and always
+    # at the end, on a stop or when a lane may take another line.
+    run.wake_at = window - max(1, window // 4)
 
     def send(line: BatchLine) -> bool:
         if run.halted or line.body is None:  # (invalid lines never reach a lane)
@@ -306,14 +312,18 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
             run.trip(refusal_reason(exc) or str(exc))
             return False
         run.submitted()
-        future.add_done_callback(functools.partial(lane_done, line_key(line.body, line.path)))
-        future.add_done_callback(functools.partial(summary.cost.on_done, call))  # before the row: progress
-        future.add_done_callback(functools.partial(run.on_done, line, call))
+        future.add_done_callback(functools.partial(finished, line_key(line.body, line.path), line, call))
         return True
 
-    def lane_done(key: str, future: object) -> None:
-        lanes.done(key)
-        run.wake.set()
+    def finished(key: str, line: BatchLine, call: APICalling, future: Any) -> None:
+        """One done-callback per call: its lane, its cost (before the row: progress), its row."""
+        try:
+            lanes.done(key)
+            summary.cost.on_done(call, future)
+        except Exception:  # the row is written whatever the bookkeeping did
+            logger.exception("bookkeeping after %s failed", line.custom_id)
+        finally:
+            run.on_done(line, call, future, wake=lanes.mixed)  # another lane's line may go now
 
     try:
         for line in read_batch(options.input, base_url=base.base_url, default_endpoint=base.endpoint):

@@ -94,6 +94,8 @@ class RunState:
         self.summary = BatchSummary()
         self.breaker = Breaker(options.breaker_connection_failures)
         self.wake = threading.Event()  # set by anything the main thread waits for
+        #: A finished call wakes the main thread once at most this many are outstanding.
+        self.wake_at: int | None = None
         self.interrupts = 0
         self.closed = False
         self.finishing = False
@@ -170,8 +172,12 @@ class RunState:
             self._outstanding += 1
             self.summary.submitted += 1
 
-    def on_done(self, line: BatchLine, call: APICalling, future: Any) -> None:
-        """Write a finished call's row (the future's done-callback, on a worker)."""
+    def on_done(self, line: BatchLine, call: APICalling, future: Any, *, wake: bool = False) -> None:
+        """Write a finished call's row (the future's done-callback, on a worker).
+
+        The main thread is woken when ``wake``, when the run halted, or once
+        no more than :attr:`wake_at` calls are outstanding.
+        """
         try:
             self._record(line, call, future)
         except Exception:  # a callback must never die silently: the row is counted unwritten
@@ -181,7 +187,9 @@ class RunState:
         finally:
             with self._lock:
                 self._outstanding -= 1
-            self.wake.set()
+                outstanding = self._outstanding
+            if wake or self.wake_at is None or outstanding <= self.wake_at or self.halted:
+                self.wake.set()
 
     def _record(self, line: BatchLine, call: APICalling, future: Any) -> None:
         result = classify(call, future)
