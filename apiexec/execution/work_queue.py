@@ -214,8 +214,13 @@ class Queue(queue.Queue[Any]):
         with self.mutex:  # one acquisition for the slot and the task count
             gate = self._concurrency_sem
             if gate is not None and gate.in_use > 0:
+                was_full = gate.full
                 gate.in_use -= 1
-                self.not_empty.notify()
+                # A waiter blocks while the queue is empty or the gate full: a freed
+                # slot lets one go only if the gate was full and an event is queued.
+                # (Waking an idle worker to an empty queue costs two context switches.)
+                if was_full and self._qsize():
+                    self.not_empty.notify()
             unfinished = self.unfinished_tasks - 1
             if unfinished < 0:
                 raise ValueError("task_done() called too many times")
