@@ -152,6 +152,24 @@ def _chunk_tokens(chunk: str) -> int:
     return total
 
 
+# ASCII characters the punctuation pattern takes (not space, letter, digit or "_").
+_ASCII_PUNCT: Final = "".join(ch for ch in map(chr, range(128)) if _PUNCT.fullmatch(ch))
+
+
+def _ascii_chunk_tokens(chunk: str) -> int:
+    """An ASCII chunk: as :func:`_chunk_tokens`, without a regex for a word or number in punctuation."""
+    core = chunk.strip(_ASCII_PUNCT)
+    if not core:
+        return -(-len(chunk) // 2)
+    lead = len(chunk) - len(chunk.lstrip(_ASCII_PUNCT))
+    punct = -(-lead // 2) - (-(len(chunk) - lead - len(core)) // 2)
+    if core.isalpha():
+        return _word_tokens(core) + punct
+    if core.isdigit():  # digit groups, and the space before a leading one
+        return -(-len(core) // 3) + (0 if lead else 1) + punct
+    return _chunk_tokens(chunk)
+
+
 def heuristic_count(text: str) -> int:
     """Estimates the tokens of a text without a tokenizer; errs high.
 
@@ -174,12 +192,14 @@ def heuristic_count(text: str) -> int:
         return 0
     total = 0
     for chunk in text.split():
-        if chunk.isascii() and chunk.isalpha():  # the common case, priced without a regex
+        if not chunk.isascii():
+            total += _chunk_tokens(chunk)
+        elif chunk.isalpha():  # the common case, priced without a call
             n = len(chunk)
             plain = n <= 3 or (n <= _ONE_TOKEN_WORD and (chunk.islower() or chunk.istitle()))
             total += 1 if plain else _word_tokens(chunk)
         else:
-            total += _chunk_tokens(chunk)
+            total += _ascii_chunk_tokens(chunk)
     total += text.count("\n") + text.count("\t") + text.count("\r")
     if "  " in text:
         total += len(_SPACE_RUNS.findall(text))
@@ -267,7 +287,8 @@ def _load_encoding(encoding_name: str, blob_path: str) -> _Encoder | None:
     except ImportError:
         logger.debug("tiktoken not installed: using heuristic")
         return None
-    if not _blob_is_valid(blob_path, _TIKTOKEN_BLOBS[encoding_name][1]):
+    sha256 = _TIKTOKEN_BLOBS[encoding_name][1]
+    if (blob_path, sha256) not in _valid_blobs and not _blob_is_valid(blob_path, sha256):
         logger.debug(
             "tiktoken cache %s fails its hash check: using heuristic", blob_path
         )
@@ -331,8 +352,14 @@ def _downloads_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _ensure_blob(encoding_name: str, blob_path: str) -> bool:
-    """True once the BPE file is in the cache; starts (once) and briefly awaits its download."""
+def _ensure_blob(encoding_name: str, blob_path: str) -> bool | None:
+    """Makes sure an encoding's BPE file is in the cache; starts (once) and briefly awaits its download.
+
+    Returns:
+        True once the file is there and valid; False if it is not and cannot
+        come (download forbidden, tiktoken missing, download failed); None
+        while a download started for it is still running.
+    """
     url, sha256 = _TIKTOKEN_BLOBS[encoding_name]
     if (blob_path, sha256) in _valid_blobs:
         return True
@@ -349,28 +376,82 @@ def _ensure_blob(encoding_name: str, blob_path: str) -> bool:
         download = _downloads.get(blob_path)
         if download is None:  # one attempt per file and process: offline stays fast
             download = _downloads[blob_path] = _Download(url, sha256, blob_path)
-    download.done.wait(FETCH_WAIT)
-    return download.done.is_set() and _blob_is_valid(blob_path, sha256)
+    if not download.done.wait(FETCH_WAIT):
+        return None
+    if _blob_is_valid(blob_path, sha256):
+        _valid_blobs.add((blob_path, sha256))
+        return True
+    return False
 
 
-def _select_encoder(model: str | None) -> _Encoder | None:
-    """Returns the tiktoken encoding to count with, or None for the heuristic."""
+_Choice = tuple[str, TokenCounter]
+"""A tokenizer choice: its name (as :func:`tokenizer_name` returns it) and its counter."""
+
+_HEURISTIC_CHOICE: Final[_Choice] = (HEURISTIC, heuristic_count)
+
+MAX_REMEMBERED_MODELS: Final[int] = 1024
+"""Model names whose tokenizer choice is remembered; past this the memo starts afresh."""
+
+# Final choices (no download still running), made once per process: by
+# encoding name, and by model name for the per-request look-up (one dict get).
+# Written under the GIL with atomic dict operations: readers take no lock.
+_choices: dict[str, _Choice] = {}
+_model_choices: dict[str | None, _Choice] = {}
+_load_lock = threading.Lock()
+
+
+def _choose(encoding_name: str) -> _Choice | None:
+    """Picks the tokenizer for an encoding: tiktoken if it can be had, else the heuristic.
+
+    Returns:
+        The choice, or None while a download of the BPE file is still running
+        (the heuristic counts meanwhile, and the choice is made again later).
+    """
     if os.environ.get(TOKENIZER_ENV, "").strip().lower() == HEURISTIC:
-        return None
-    encoding_name = encoding_name_for(model)
+        return _HEURISTIC_CHOICE
     blob_path = _cached_blob_path(encoding_name)
-    if blob_path is None or not _ensure_blob(encoding_name, blob_path):
+    if blob_path is None:
+        return _HEURISTIC_CHOICE
+    ready = _ensure_blob(encoding_name, blob_path)
+    if ready is None:
         return None
-    return _load_encoding(encoding_name, blob_path)
-
-
-def _counter_for(model: str | None) -> TokenCounter:
-    """Returns the token counter for a model."""
-    encoder = _select_encoder(model)
+    if not ready:
+        return _HEURISTIC_CHOICE
+    with _load_lock:  # one load per encoding, however many threads ask at once
+        encoder = _load_encoding(encoding_name, blob_path)
     if encoder is None:
-        return heuristic_count
+        return _HEURISTIC_CHOICE
     encode = encoder.encode_ordinary
-    return lambda text: len(encode(text))
+    return f"tiktoken:{encoder.name}", lambda text: len(encode(text))
+
+
+def _first_choice_for(model: str | None) -> _Choice:
+    """Makes (or finds) the choice for a model not looked up before, and remembers it if final."""
+    encoding_name = encoding_name_for(model)
+    choice = _choices.get(encoding_name)
+    if choice is None:
+        choice = _choose(encoding_name)
+        if choice is None:  # download still running: not remembered, asked again next time
+            return _HEURISTIC_CHOICE
+        # Two threads choosing at once both use the first choice stored.
+        choice = _choices.setdefault(encoding_name, choice)
+    if len(_model_choices) >= MAX_REMEMBERED_MODELS:
+        _model_choices.clear()
+    _model_choices[model] = choice
+    return choice
+
+
+def _choice_for(model: str | None) -> _Choice:
+    """The tokenizer choice for a model: a dict look-up once the model has been seen."""
+    return _model_choices.get(model) or _first_choice_for(model)
+
+
+def _forget_choices() -> None:
+    """Forgets every tokenizer choice, checked file and loaded encoding (for tests that change the environment)."""
+    _model_choices.clear()
+    _choices.clear()
+    _valid_blobs.clear()
+    _load_encoding.cache_clear()
 
 
 def tokenizer_name(*, model: str | None = None) -> str:
@@ -385,17 +466,26 @@ def tokenizer_name(*, model: str | None = None) -> str:
     forbids it). A download still running when the wait ends is used by
     later estimates once it lands.
 
+    The choice is made once per process and encoding, when a model using it
+    is first counted: the environment variables and the cache are read then,
+    not on every estimate.
+
     Args:
         model: Model name; None counts as a cl100k_base model.
 
     Returns:
         "tiktoken:<encoding>" (e.g. "tiktoken:o200k_base") or "heuristic".
     """
-    encoder = _select_encoder(model)
-    return HEURISTIC if encoder is None else f"tiktoken:{encoder.name}"
-
+    return _choice_for(model)[0]
 
 
 def counter_for(model: str | None) -> TokenCounter:
-    """The token counter for a model (tiktoken or the heuristic)."""
-    return _counter_for(model)
+    """The token counter for a model (tiktoken or the heuristic), chosen once per process.
+
+    Args:
+        model: Model name; None counts as a cl100k_base model.
+
+    Returns:
+        A function counting the tokens of one text.
+    """
+    return _choice_for(model)[1]

@@ -69,9 +69,9 @@ def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("APIEXEC_TOKENIZER", raising=False)
     monkeypatch.delenv("APIEXEC_TIKTOKEN_DOWNLOAD", raising=False)
     monkeypatch.setattr(tiktoken, "get_encoding", FakeEncoding)
-    tokenizer._load_encoding.cache_clear()
+    tokenizer._forget_choices()
     yield tmp_path
-    tokenizer._load_encoding.cache_clear()
+    tokenizer._forget_choices()
 
 
 def serve_as_cl100k(monkeypatch: pytest.MonkeyPatch, url: str, body: bytes = BLOB) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apiexec.errors import ConfigError
-from apiexec.llm import tokens
+from apiexec.llm import tokenizer, tokens
 from apiexec.llm.tokens import (
     ANTHROPIC_IMAGE_TOKENS,
     DEFAULT_OUTPUT_TOKENS,
@@ -50,9 +50,9 @@ def _offline_tokenizer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    tokens._load_encoding.cache_clear()
+    tokenizer._forget_choices()
     yield
-    tokens._load_encoding.cache_clear()
+    tokenizer._forget_choices()
 
 
 def chat(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -606,7 +606,7 @@ def fake_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any
 
     monkeypatch.setattr(tiktoken, "get_encoding", get_encoding)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    tokens._load_encoding.cache_clear()
+    tokenizer._forget_choices()
     return {"cache": cache, "blob": blob, "loaded": loaded}
 
 
