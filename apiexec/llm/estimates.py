@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from apiexec.errors import ConfigError
@@ -198,21 +198,30 @@ def _input_tokens(value: Any, count: TokenCounter) -> int:
     return _input_item_tokens(value, count) if value is not None else 0
 
 
-def _payload_tokens(request: Mapping[str, Any], count: TokenCounter) -> int:
-    """Counts every prompt-bearing field of a request payload."""
-    return (
-        _value_tokens(request.get("instructions"), count)
-        + _content_tokens(request.get("system"), count)
-        + _input_tokens(request.get("prompt"), count)
-        + _input_tokens(request.get("input"), count)
-        + _messages_tokens(request.get("messages"), count)
-        + _json_tokens_or_zero(request.get("tools"), count)
-    )
-
-
 def _json_tokens_or_zero(value: Any, count: TokenCounter) -> int:
     """Counts a value as JSON, or 0 if it is None or empty."""
     return _json_tokens(value, count) if value else 0
+
+
+# Prompt-bearing request fields and how each is counted (each counts None as 0).
+_PROMPT_FIELDS: Final[tuple[tuple[str, Callable[[Any, TokenCounter], int]], ...]] = (
+    ("instructions", _value_tokens),
+    ("system", _content_tokens),
+    ("prompt", _input_tokens),
+    ("input", _input_tokens),
+    ("messages", _messages_tokens),
+    ("tools", _json_tokens_or_zero),
+)
+
+
+def _payload_tokens(request: Mapping[str, Any], count: TokenCounter) -> int:
+    """Counts every prompt-bearing field of a request payload."""
+    tokens = 0
+    for field, field_tokens in _PROMPT_FIELDS:
+        value = request.get(field)
+        if value is not None:  # absent fields cost no call
+            tokens += field_tokens(value, count)
+    return tokens
 
 
 def _model_of(request: Mapping[str, Any], model: str | None) -> str | None:
@@ -260,8 +269,10 @@ def _positive_int(value: Any) -> int | None:
 
 def _completions_per_request(request: Mapping[str, Any]) -> int:
     """Returns how many completions a request generates (``n``, ``best_of``)."""
-    counts = (_positive_int(request.get(field)) for field in ("n", "best_of"))
-    return max((c for c in counts if c is not None), default=1)
+    n, best_of = request.get("n"), request.get("best_of")
+    if n is None and best_of is None:  # the common case
+        return 1
+    return max(_positive_int(n) or 1, _positive_int(best_of) or 1)
 
 
 def _validated_output_limit(field: str, value: Any) -> int:
