@@ -10,3 +10,31 @@ def test_page_cache_is_capped_so_memory_stays_flat():
         assert len(ids) == 20_000 and "request-19999" in ids and "request-20000" not in ids
     finally:
         ids.close()
+
+
+def test_duplicates_found_exactly_across_flushes():
+    from apiexec.batch.id_set import FLUSH_AT, IdSet
+
+    ids = IdSet()
+    try:
+        n = FLUSH_AT * 3 + 7
+        assert all(ids.add(f"id-{i}") for i in range(n))
+        assert not any(ids.add(f"id-{i}") for i in range(0, n, 97))  # old and still-pending ones alike
+        assert len(ids) == n and all(f"id-{i}" in ids for i in range(0, n, 13))
+        assert "id-x" not in ids and 5 not in ids
+    finally:
+        ids.close()
+
+
+def test_a_filter_that_always_says_maybe_still_answers_exactly(monkeypatch):
+    """Every lookup goes to SQLite when the filter cannot tell: same answers."""
+    from apiexec.batch import id_set
+
+    monkeypatch.setattr(id_set, "_positions", lambda item: (1, 2, 3, 4, 5))
+    ids = id_set.IdSet()
+    try:
+        assert ids.add("a") and ids.add("b") and not ids.add("a")
+        ids.update(["c", "b"])
+        assert len(ids) == 3 and "c" in ids and "d" not in ids
+    finally:
+        ids.close()
