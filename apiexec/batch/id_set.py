@@ -60,13 +60,15 @@ class IdSet:
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
         self._count = 0
-        self._bits = bytearray(BLOOM_BYTES)
+        self._bits: bytearray | None = None  # the filter, made at the first add: an empty set costs nothing
         self._pending: list[tuple[str]] = []  # certainly new, not yet in SQLite
 
     def add(self, item: str) -> bool:
         """Add ``item``; True if it was not there before."""
         positions = _positions(item)
         bits = self._bits
+        if bits is None:
+            bits = self._bits = bytearray(BLOOM_BYTES)
         if all(bits[p >> 3] & (1 << (p & 7)) for p in positions):  # maybe seen: SQLite decides
             self._flush()
             added = self._db.execute("INSERT OR IGNORE INTO ids VALUES (?)", (item,)).rowcount == 1
@@ -102,7 +104,7 @@ class IdSet:
         if not self._count or not isinstance(item, str):
             return False  # empty (a run that starts afresh): no lookup per line
         bits = self._bits
-        if not all(bits[p >> 3] & (1 << (p & 7)) for p in _positions(item)):
+        if bits is None or not all(bits[p >> 3] & (1 << (p & 7)) for p in _positions(item)):
             return False  # never added: no SQLite call
         self._flush()
         return self._db.execute("SELECT 1 FROM ids WHERE id = ?", (item,)).fetchone() is not None

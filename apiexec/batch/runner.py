@@ -204,8 +204,11 @@ def _execute(options: BatchOptions) -> BatchSummary:
         run = RunState(options, journal, errors)
         run.summary.cost = meter
         meter.count_earlier(options.output, options.limit_storage)
-        current = IdSet()
-        stack.callback(current.close)
+        # Only the final compaction reads the input's keys, and a fresh output needs none:
+        # then no set at all (no Bloom filter, no hash nor insert per line).
+        current = IdSet() if _needs_compaction(run) else None
+        if current is not None:
+            stack.callback(current.close)
         endpoints = Endpoints(options.endpoint, options.concurrency)
         stack.callback(endpoints.close)
         complete = _drive(run, executor, endpoints, done, current, stack)
@@ -224,7 +227,12 @@ def _execute(options: BatchOptions) -> BatchSummary:
 
 
 def _drive(
-    run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet, stack: ExitStack
+    run: RunState,
+    executor: RateLimitedExecutor,
+    endpoints: Endpoints,
+    done: IdSet,
+    current: IdSet | None,
+    stack: ExitStack,
 ) -> bool:
     """Submit every line, then wait for the calls; True if the input was all handled."""
     options = run.options
@@ -283,7 +291,9 @@ def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
         return
 
 
-def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet) -> bool:
+def _submit_all(
+    run: RunState, executor: RateLimitedExecutor, endpoints: Endpoints, done: IdSet, current: IdSet | None
+) -> bool:
     """Admit lines while the run may; True when the input was read to its end."""
     options, summary = run.options, run.summary
     seen = IdSet()
@@ -332,7 +342,8 @@ def _submit_all(run: RunState, executor: RateLimitedExecutor, endpoints: Endpoin
             summary.lines += 1
             key = row_key(line.custom_id, line.fingerprint)
             first = seen.add(line.custom_id)
-            current.add(key)
+            if current is not None:
+                current.add(key)
             if key in done:
                 summary.skipped += 1
                 continue
@@ -362,11 +373,16 @@ def _write_invalid(run: RunState, line: BatchLine, problem: str) -> None:
     run.write(target, make_row(line.layout, line.custom_id, line.fingerprint, outcome))
 
 
-def _compact(run: RunState, current: IdSet) -> None:
+def _needs_compaction(run: RunState) -> bool:
+    """False for a fresh output: it holds one row per line already, nothing to merge or set aside."""
+    return bool(run.journal.rows_before or (run.errors is not None and run.errors.rows_before))
+
+
+def _compact(run: RunState, current: IdSet | None) -> None:
     """At the end of a complete run: one row per input line; set strays aside."""
     summary = run.summary
-    if not run.journal.rows_before and not (run.errors is not None and run.errors.rows_before):
-        return  # a fresh output holds one row per line already: nothing to merge or set aside
+    if current is None or not _needs_compaction(run):
+        return
     result = run.journal.compact(current)
     summary.compacted, summary.set_aside = result.dropped, result.set_aside
     summary.set_aside_path = result.aside_path

@@ -38,3 +38,15 @@ def test_a_filter_that_always_says_maybe_still_answers_exactly(monkeypatch):
         assert len(ids) == 3 and "c" in ids and "d" not in ids
     finally:
         ids.close()
+
+
+def test_an_empty_set_allocates_no_filter():
+    from apiexec.batch.id_set import BLOOM_BYTES, IdSet
+
+    ids = IdSet()
+    try:
+        assert "x" not in ids and ids._bits is None  # a fresh run's empty "done" set: no MiB spent
+        ids.add("x")
+        assert ids._bits is not None and len(ids._bits) == BLOOM_BYTES and "x" in ids
+    finally:
+        ids.close()
