@@ -17,7 +17,8 @@ Example:
     ...     _ = lanes.offer(model, model, lambda item: sent.append(item) or True)
     >>> sent                     # slow alone may take the whole window (4)...
     ['slow', 'slow', 'slow', 'slow']
-    >>> lanes.done("slow")
+    >>> lanes.done("slow")         # two lanes now: mixed
+    True
     >>> lanes.pump(lambda item: sent.append(item) or True)   # ...not once fast waits
     True
     >>> sent[4:]
@@ -88,7 +89,15 @@ class Lanes:
     def mixed(self) -> bool:
         """More than one lane has lines in the window or held back."""
         with self._lock:
-            return len(self._busy) + len(self._held) > 1 and len(self._busy.keys() | self._held.keys()) > 1
+            return self._mixed()
+
+    def _mixed(self) -> bool:
+        """:attr:`mixed`, the lock held."""
+        return len(self._busy) + len(self._held) > 1 and len(self._busy.keys() | self._held.keys()) > 1
+
+    def _share(self, active_lanes: int) -> int:
+        """Places one lane may take: the whole window alone, half of it beside others."""
+        return self.window if active_lanes <= 1 else max(1, self.window // 2)
 
     @property
     def held(self) -> int:
@@ -141,13 +150,14 @@ class Lanes:
                 return False
         return False
 
-    def done(self, key: str) -> None:
-        """A line of lane ``key`` left the window (its call ended)."""
+    def done(self, key: str) -> bool:
+        """A line of lane ``key`` left the window (its call ended); returns :attr:`mixed`."""
         with self._lock:
             self._busy[key] -= 1
             self._in_window -= 1
             if not self._busy[key]:
                 del self._busy[key]
+            return self._mixed()
 
     def _take_at_once(self, key: str) -> bool:
         """Give lane ``key`` a place now if no line is held and the lane may have one."""
@@ -157,8 +167,7 @@ class Lanes:
             if self._count or self._in_window >= self.window:
                 return False
             busy = self._busy.get(key, 0)
-            lanes = len(self._busy) + (not busy)
-            if busy >= (self.window if lanes <= 1 else max(1, self.window // 2)):
+            if busy >= self._share(len(self._busy) + (not busy)):
                 return False
             self._busy[key] = busy + 1
             self._in_window += 1
@@ -171,7 +180,7 @@ class Lanes:
                 return None
             lanes = [key for key, held in self._held.items() if held]
             active = set(lanes) | set(self._busy)
-            share = self.window if len(active) <= 1 else max(1, self.window // 2)
+            share = self._share(len(active))
             best: str | None = None
             for key in lanes:
                 if self._busy.get(key, 0) < share and (best is None or self._held[key][0][0] < self._held[best][0][0]):

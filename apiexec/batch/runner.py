@@ -327,13 +327,14 @@ def _submit_all(
 
     def finished(key: str, line: BatchLine, call: APICalling, future: Any) -> None:
         """One done-callback per call: its lane, its cost (before the row: progress), its row."""
+        mixed = True  # unknown: wake the reader
         try:
-            lanes.done(key)
+            mixed = lanes.done(key)  # another lane's line may go now
             summary.cost.on_done(call, future)
         except Exception:  # the row is written whatever the bookkeeping did
             logger.exception("bookkeeping after %s failed", line.custom_id)
         finally:
-            run.on_done(line, call, future, wake=lanes.mixed)  # another lane's line may go now
+            run.on_done(line, call, future, wake=mixed)
 
     try:
         for line in read_batch(options.input, base_url=base.base_url, default_endpoint=base.endpoint):
