@@ -46,6 +46,11 @@ def _positions(item: str) -> tuple[int, int, int, int, int]:
     return (h & mask, (h >> 23) & mask, (h >> 46) & mask, (h >> 69) & mask, (h >> 92) & mask)
 
 
+def _all_set(bits: bytearray, positions: tuple[int, ...]) -> bool:
+    """Whether the filter has every bit of ``positions`` (the item may have been added)."""
+    return all(bits[p >> 3] & (1 << (p & 7)) for p in positions)
+
+
 class IdSet:
     """A set of strings on disk. Use from one thread (the one that made it)."""
 
@@ -69,7 +74,7 @@ class IdSet:
         bits = self._bits
         if bits is None:
             bits = self._bits = bytearray(BLOOM_BYTES)
-        if all(bits[p >> 3] & (1 << (p & 7)) for p in positions):  # maybe seen: SQLite decides
+        if _all_set(bits, positions):  # maybe seen: SQLite decides
             self._flush()
             added = self._db.execute("INSERT OR IGNORE INTO ids VALUES (?)", (item,)).rowcount == 1
         else:
@@ -104,7 +109,7 @@ class IdSet:
         if not self._count or not isinstance(item, str):
             return False  # empty (a run that starts afresh): no lookup per line
         bits = self._bits
-        if bits is None or not all(bits[p >> 3] & (1 << (p & 7)) for p in _positions(item)):
+        if bits is None or not _all_set(bits, _positions(item)):
             return False  # never added: no SQLite call
         self._flush()
         return self._db.execute("SELECT 1 FROM ids WHERE id = ?", (item,)).fetchone() is not None
