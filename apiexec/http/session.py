@@ -15,10 +15,10 @@
   ``Authorization``, and only on a change of host;
 - the environment (proxies, CA bundle) read once, at creation, not per
   request;
-- without a proxy, requests sent straight through the pool
-  (:mod:`apiexec.http.direct_send`: requests' exceptions and responses, the
-  CA bundle checked once per pool instead of twice per request); a patched
-  ``HTTPAdapter.send`` (``responses``, a recorder) still sees every request;
+- the CA bundle checked once per connection pool instead of twice per
+  HTTPS request, and responses built without walking a cookie jar when no
+  ``Set-Cookie`` came (requests' own ``cert_verify`` and ``build_response``
+  hooks, so requests' ``send``, its errors and any patch of it stay as they are);
 - urllib3's debug log redacted (it logs each request's URL, query included).
 
 Thread-safety contract: one session is shared by every worker thread of an
@@ -43,15 +43,12 @@ from apiexec.errors import ResponseTooLarge
 from apiexec.http.config import EndpointConfig
 from apiexec.http.credentials import CREDENTIAL_QUERY_PARAMS, install_log_filter
 from apiexec.http.deadline import CURRENT_ALARM
-from apiexec.http.direct_send import send_direct
 
 USER_AGENT = "apiexec/0.1"
 #: Bytes read (and decompressed) at a time: bounds the memory one read can take.
 _READ_BYTES = 64 * 1024
 #: URLs whose pool and request target an adapter remembers.
 _REMEMBERED_URLS = 64
-#: requests' own ``HTTPAdapter.send``: when a test library patches it, every send goes through the patch.
-_REQUESTS_SEND = HTTPAdapter.send
 
 
 class _AlarmedConnection(HTTPConnection):
@@ -134,21 +131,6 @@ class PooledAdapter(HTTPAdapter):
             self._pools[key] = pool
         return pool
 
-    def _send_direct(
-        self, request: requests.PreparedRequest, timeout: tuple[Any, Any], verify: Any, cert: Any
-    ) -> requests.Response:
-        """``HTTPAdapter.send`` without a proxy, its TLS check done once per pool."""
-        try:
-            pool = self.get_connection_with_tls_context(request, verify, proxies=None, cert=cert)
-        except urllib3.exceptions.LocationValueError as exc:
-            raise requests.exceptions.InvalidURL(exc, request=request) from exc
-        url = request.url or ""
-        checked = (url.partition(":")[0].lower(), verify, cert)
-        if getattr(pool, "_apiexec_tls_checked", None) != checked:
-            self.cert_verify(pool, url, verify, cert)  # checks the CA bundle exists: per pool, not per call
-            pool._apiexec_tls_checked = checked
-        return send_direct(self, pool, request, self.request_url(request, None), timeout)
-
     def request_url(self, request: requests.PreparedRequest, proxies: Any) -> str:
         """The request line's target (path and query), remembered per URL when no proxy applies."""
         url = request.url
@@ -161,6 +143,46 @@ class PooledAdapter(HTTPAdapter):
                 self._targets.clear()
             self._targets[url] = target
         return target
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """requests' TLS settings for ``conn``, applied once per pool and settings.
+
+        requests checks on every HTTPS request that the CA bundle exists (two
+        ``stat`` calls, each a moment for another thread to take the GIL); the
+        settings it applies depend only on the scheme, ``verify`` and ``cert``.
+        """
+        checked = (url.partition(":")[0].lower(), verify, cert)
+        if getattr(conn, "_apiexec_tls_checked", None) != checked:
+            super().cert_verify(conn, url, verify, cert)
+            conn._apiexec_tls_checked = checked
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        """requests' response, its cookie jar filled only when cookies came.
+
+        Example:
+            >>> from urllib3 import HTTPResponse
+            >>> prepared = requests.Request("POST", "http://127.0.0.1:9/v1").prepare()
+            >>> raw = HTTPResponse(b"{}", headers={"Content-Type": "application/json; charset=utf-8"}, status=200)
+            >>> response = PooledAdapter((1.0, 1.0), pool_maxsize=1).build_response(prepared, raw)
+            >>> response.status_code, response.headers["content-type"], response.encoding, len(response.cookies)
+            (200, 'application/json; charset=utf-8', 'utf-8', 0)
+        """
+        response = requests.Response()
+        response.status_code = resp.status
+        raw_headers = resp.headers  # repeated fields joined with ", ", as requests joins them
+        headers: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
+        headers._store = {name.lower(): (name, raw_headers[name]) for name in raw_headers}  # type: ignore[attr-defined]
+        response.headers = headers
+        response.encoding = requests.utils.get_encoding_from_headers(headers)
+        response.raw = resp
+        response.reason = resp.reason
+        url = req.url
+        response.url = url.decode("utf-8") if isinstance(url, bytes) else (url or "")
+        if "set-cookie" in headers._store or "set-cookie2" in headers._store:  # type: ignore[attr-defined]
+            requests.cookies.extract_cookies_to_jar(response.cookies, req, resp)
+        response.request = req
+        response.connection = self
+        return response
 
     def close(self) -> None:
         """Close every pool (and forget them)."""
@@ -184,17 +206,8 @@ class PooledAdapter(HTTPAdapter):
         timeout = kwargs.get("timeout")
         if timeout is None:
             timeout = self.default_timeout
-        kwargs["timeout"] = timeout = _within_deadline(timeout)
-        if (
-            kwargs.get("proxies")
-            or not isinstance(timeout, tuple)
-            or len(timeout) != 2
-            or not request.url
-            or HTTPAdapter.send is not _REQUESTS_SEND  # patched (``responses``, a recorder): theirs decides
-        ):
-            response = super().send(request, stream=True, **kwargs)
-        else:
-            response = self._send_direct(request, timeout, kwargs.get("verify", True), kwargs.get("cert"))
+        kwargs["timeout"] = _within_deadline(timeout)
+        response = super().send(request, stream=True, **kwargs)
         if not stream:
             _read_capped(response, self.max_body_bytes)
         return response

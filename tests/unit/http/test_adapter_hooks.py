@@ -1,4 +1,4 @@
-"""The adapter's direct send: what requests' ``HTTPAdapter.send`` would give, at less cost.
+"""The adapter's hooks (``build_response``, ``cert_verify``): what requests would give, at less cost.
 
 Every case compares with requests itself: the same failure raised through
 ``HTTPAdapter.send`` (urllib3 made to raise it) and through ours must come out
@@ -18,9 +18,7 @@ import responses
 from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as u3
 
-from apiexec.http import session as session_module
 from apiexec.http.config import EndpointConfig
-from apiexec.http.direct_send import as_requests_error
 from apiexec.http.session import PooledAdapter, create_session
 
 
@@ -64,9 +62,12 @@ def _session(base_url: str) -> requests.Session:
 
 
 def _both(session: requests.Session, url: str) -> tuple[requests.Response, requests.Response]:
-    """The same POST through the direct path and through requests' own ``HTTPAdapter.send``."""
+    """The same POST through our hooks and through requests' own ``build_response`` / ``cert_verify``."""
     ours = session.post(url, json={"a": 1})
-    with mock.patch.object(session_module, "_REQUESTS_SEND", None):  # forces requests' path
+    with (
+        mock.patch.object(PooledAdapter, "build_response", HTTPAdapter.build_response),
+        mock.patch.object(PooledAdapter, "cert_verify", HTTPAdapter.cert_verify),
+    ):
         theirs = session.post(url, json={"a": 1})
     return ours, theirs
 
@@ -108,7 +109,7 @@ def test_tls_settings_checked_once_per_pool(server: str) -> None:
     session = _session(server)
     adapter = session.get_adapter(server)
     try:
-        with mock.patch.object(PooledAdapter, "cert_verify", autospec=True, side_effect=HTTPAdapter.cert_verify) as spy:
+        with mock.patch.object(HTTPAdapter, "cert_verify", autospec=True, side_effect=HTTPAdapter.cert_verify) as spy:
             for _ in range(5):
                 session.post(server + "/chat", json={})
         assert spy.call_count == 1
@@ -182,8 +183,3 @@ def test_urllib3_errors_map_as_requests_maps_them(raised: BaseException, expecte
             PooledAdapter((1.0, 1.0), pool_maxsize=1).send(prepared, timeout=(1.0, 1.0))
     assert type(ours.value) is type(theirs.value)
     assert ours.value.args[0] is raised
-
-
-def test_other_urllib3_errors_pass_through_unchanged() -> None:
-    other = u3.LocationParseError("weird")
-    assert as_requests_error(other, None) is other
