@@ -1,0 +1,212 @@
+"""The endpoint's connections: TLS works, and a request's head and body go out in one write.
+
+Both are tested against real servers on loopback: a plain ``http.server`` and
+the same server behind TLS with a certificate made here for ``127.0.0.1``
+(so nothing touches the network or the system's CA store).
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import http.server
+import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from urllib3.exceptions import NewConnectionError
+
+from apiexec.http import session as session_module
+from apiexec.http.endpoint import Endpoint
+from apiexec.http.presets import preset_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """Answers every POST and GET with the size of the body it received."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, size: int) -> None:
+        payload = b'{"received": %d, "path": "%s"}' % (size, self.path.encode())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(len(self.rfile.read(int(self.headers.get("Content-Length", "0")))))
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(0)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(context: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, int]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    if context is not None:
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apiexec test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def plain_server() -> Iterator[str]:
+    httpd, port = _serve(None)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    cert, key = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    httpd, port = _serve(context)
+    try:
+        yield f"https://127.0.0.1:{port}/v1", cert
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _endpoint(base_url: str, **changes: object) -> Endpoint:
+    config = preset_config("openai-compatible", base_url=base_url, api_key="sk-test-key")
+    changes.setdefault("endpoint", "chat/completions")
+    return Endpoint(config.with_changes(**changes))
+
+
+def test_https_calls_succeed_through_the_pooled_connections(tls_server: tuple[str, Path]) -> None:
+    # The TLS connection class once took its hooks from the plain one by
+    # assignment, and its zero-argument super() then failed on every HTTPS call.
+    url, cert = tls_server
+    with _endpoint(url, verify=str(cert)) as endpoint:
+        answers = [endpoint.call({"model": "m", "n": i}) for i in range(3)]
+    assert [a["path"] for a in answers] == ["/v1/chat/completions"] * 3
+    assert all(a["received"] > 0 for a in answers)
+
+
+def test_https_still_verifies_the_certificate(tls_server: tuple[str, Path]) -> None:
+    from apiexec.errors import APIError
+
+    url, _ = tls_server
+    with _endpoint(url, max_retries=0) as endpoint, pytest.raises(APIError, match="TLS verification failed"):
+        endpoint.call({"model": "m"})  # the system CA store does not know the test certificate
+
+
+def _count_writes() -> tuple[list[bytes], mock._patch[object]]:
+    writes: list[bytes] = []
+    real_send = http.client.HTTPConnection.send
+
+    def counting(self: http.client.HTTPConnection, data: bytes) -> None:
+        writes.append(bytes(data))
+        real_send(self, data)
+
+    return writes, mock.patch.object(http.client.HTTPConnection, "send", counting)
+
+
+def test_a_small_request_goes_out_in_one_write(plain_server: str) -> None:
+    writes, patch = _count_writes()
+    with _endpoint(plain_server) as endpoint:
+        endpoint.call({"model": "m"})  # the connection exists: only the request is counted
+        with patch:
+            answer = endpoint.call({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert len(writes) == 1
+    head, _, body = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1")
+    assert answer["received"] == len(body) > 0
+
+
+def test_a_large_body_is_not_copied_into_the_head(plain_server: str) -> None:
+    writes, patch = _count_writes()
+    big = "x" * (session_module._ONE_WRITE_BYTES + 10)
+    with _endpoint(plain_server) as endpoint, patch:
+        answer = endpoint.call({"model": "m", "text": big})
+    assert len(writes) == 2
+    assert writes[0].endswith(b"\r\n\r\n") and len(writes[1]) > session_module._ONE_WRITE_BYTES
+    assert answer["received"] == len(writes[1])
+
+
+def test_a_request_without_body_still_sends_its_head(plain_server: str) -> None:
+    writes, patch = _count_writes()
+    with _endpoint(plain_server, method="GET", endpoint="models") as endpoint, patch:
+        answer = endpoint.call({})
+    assert answer["received"] == 0 and answer["path"].startswith("/v1/models")
+    assert len(writes) == 1 and writes[0].startswith(b"GET /v1/models")
+
+
+def test_a_failed_request_leaves_nothing_held(plain_server: str) -> None:
+    host, port = plain_server.split("//")[1].split("/")[0].split(":")
+    writes, patch = _count_writes()
+    conn = session_module._AlarmedConnection(host, int(port))
+    with patch, mock.patch.object(http.client.HTTPConnection, "putheader", side_effect=RuntimeError("boom")):
+        with pytest.raises(RuntimeError):
+            conn.request("POST", "/v1/x", body=b"{}", headers={"Content-Type": "application/json"})
+    assert writes == [] and conn._apiexec_head is None and not conn._apiexec_holding
+    conn.close()
+    closed = session_module._AlarmedConnection(host, _free_port())
+    with pytest.raises(NewConnectionError):  # the one write is where the connection is made
+        closed.request("POST", "/v1/x", body=b"{}", headers={"Content-Type": "application/json"})
+    assert closed._apiexec_head is None and not closed._apiexec_holding
+    closed.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_connection_is_reusable_after_one_write_requests(plain_server: str) -> None:
+    host, port = plain_server.split("//")[1].split("/")[0].split(":")
+    conn = session_module._AlarmedConnection(host, int(port))
+    try:
+        for size in (1, 100, 5000):
+            conn.request("POST", "/v1/echo", body=b"y" * size, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.data == b'{"received": %d, "path": "/v1/echo"}' % size
+    finally:
+        conn.close()
