@@ -129,14 +129,18 @@ class RateLimiter:
             CapacityError: ``tokens`` can never fit.
         """
         self.check_fits(tokens)
-        ticket = object()
         with self._cond:
+            # Nobody ahead and capacity now: taken without joining the line.
+            if not self._waiters and not cancelled() and self.backend.acquire(1, tokens) == 0.0:
+                return True
+            ticket = object()
             self._waiters.append(ticket)
             try:
                 return self._wait_turn(ticket, tokens, cancelled, deadline)
             finally:
                 self._waiters.remove(ticket)
-                self._cond.notify_all()
+                if self._waiters:  # the next in line checks again
+                    self._cond.notify_all()
 
     def _wait_turn(
         self, ticket: object, tokens: int, cancelled: Callable[[], bool], deadline: float | None
@@ -171,6 +175,12 @@ class RateLimiter:
             self.wake()
 
     def wake(self) -> None:
-        """Wake every waiter to re-check capacity and cancellation."""
-        with self._cond:
-            self._cond.notify_all()
+        """Wake every waiter to re-check capacity and cancellation.
+
+        Without waiters there is nobody to wake. A caller that joins the
+        line right after this check looks at the backend after the change
+        that led here, so it misses nothing.
+        """
+        if self._waiters:
+            with self._cond:
+                self._cond.notify_all()

@@ -181,3 +181,31 @@ def test_a_deadline_ends_the_wait_exactly_on_time():
     assert limiter.waiting == 0
     clock.advance(3600)
     assert limiter.acquire(deadline=clock.now()) is True  # due now: granted, deadline or not
+
+
+@pytest.mark.timeout(60)
+def test_refunds_racing_with_new_waiters_never_lose_a_wake_up():
+    # Capacity only ever comes back through refunds (the hour's refill is
+    # negligible), and a waiter sleeps up to 30 s unless woken: a refund that
+    # skipped the wake-up while a caller was joining the line would stall it.
+    backend = MemoryBackend(limits=RateLimits(requests=10**9, tokens=100, interval=3600.0))
+    limiter = RateLimiter(backend, max_wait=30.0)
+    rounds, threads = 200, 8
+    done = []
+
+    def caller():
+        for _ in range(rounds):
+            assert limiter.acquire(60)  # two can never hold it at once
+            time.sleep(0.0001)  # let the others join the line meanwhile
+            limiter.adjust(60)
+        done.append(1)
+
+    workers = [threading.Thread(target=caller, daemon=True) for _ in range(threads)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(50)
+    assert len(done) == threads
+    assert time.monotonic() - started < 25  # no waiter slept out its 30 s
+    assert limiter.waiting == 0
