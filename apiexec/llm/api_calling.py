@@ -26,6 +26,9 @@ from apiexec.llm.tokens import estimate_tokens, usage_tokens
 if TYPE_CHECKING:
     from apiexec.http.endpoint import Endpoint
 
+#: No result's usage read yet.
+_UNREAD: Any = object()
+
 
 class APICalling(Event):
     """One API call: ``endpoint.call(request=request, cache_control=...)``.
@@ -91,6 +94,8 @@ class APICalling(Event):
         self.requires_tokens = requires_tokens
         self.on_chunk = on_chunk
         self._required_tokens: int | None = None
+        self._usage_of: Any = _UNREAD  # the result whose usage _used_tokens holds
+        self._used_tokens: int | None = None
 
     def stream_call(self, request: Mapping[str, Any]) -> Any:
         """Stream ``request``, hand each event to ``on_chunk``, assemble them.
@@ -132,7 +137,11 @@ class APICalling(Event):
 
     @property
     def used_tokens(self) -> int | None:
-        """Tokens the completed response reports using, when it says."""
-        if self.execution.status is not ExecutionStatus.COMPLETED:
+        """Tokens the completed response reports using, when it says (read once per result)."""
+        execution = self.execution
+        if execution.status is not ExecutionStatus.COMPLETED:
             return None
-        return usage_tokens(self.execution.result)
+        result = execution.result
+        if self._usage_of is not result:  # read once per result (the limiter, the summary and the cost ask)
+            self._used_tokens, self._usage_of = usage_tokens(result), result
+        return self._used_tokens

@@ -72,6 +72,24 @@ def test_used_tokens_is_read_from_the_usage_only_once_the_call_completed(endpoin
     assert call.used_tokens == 12
 
 
+def test_used_tokens_reads_each_result_once(endpoint, monkeypatch):
+    import apiexec.llm.api_calling as module
+
+    reads = []
+    real = module.usage_tokens
+    monkeypatch.setattr(module, "usage_tokens", lambda result: reads.append(result) or real(result))
+    endpoint.call.side_effect = [
+        {"usage": {"total_tokens": 12}},
+        {"usage": {"total_tokens": 30}},
+    ]
+    call = APICalling(endpoint, BODY)
+    call.invoke()
+    assert [call.used_tokens for _ in range(4)] == [12] * 4  # the limiter, the summary and the cost all ask
+    assert len(reads) == 1
+    call.invoke()  # run again: a new result is read afresh
+    assert call.used_tokens == 30 and len(reads) == 2
+
+
 def test_failed_call_reports_no_used_tokens(endpoint):
     endpoint.call.side_effect = RuntimeError("boom")
     call = APICalling(endpoint, BODY)
