@@ -11,6 +11,7 @@ import datetime
 import http.client
 import http.server
 import ipaddress
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -45,7 +46,19 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        self._answer(len(self.rfile.read(int(self.headers.get("Content-Length", "0")))))
+        size = len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        if not self.path.endswith("/stream"):
+            self._answer(size)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for word in ("he", "llo"):
+            chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": word}}]}
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
 
     def do_GET(self) -> None:  # noqa: N802
         self._answer(0)
@@ -124,6 +137,13 @@ def test_https_calls_succeed_through_the_pooled_connections(tls_server: tuple[st
         answers = [endpoint.call({"model": "m", "n": i}) for i in range(3)]
     assert [a["path"] for a in answers] == ["/v1/chat/completions"] * 3
     assert all(a["received"] > 0 for a in answers)
+
+
+def test_https_streams_arrive_event_by_event(tls_server: tuple[str, Path]) -> None:
+    url, cert = tls_server
+    with _endpoint(url, verify=str(cert), endpoint="chat/stream") as endpoint:
+        events = list(endpoint.stream({"model": "m", "messages": []}))
+    assert [e["choices"][0]["delta"]["content"] for e in events] == ["he", "llo"]
 
 
 def test_https_still_verifies_the_certificate(tls_server: tuple[str, Path]) -> None:
