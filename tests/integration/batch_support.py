@@ -35,7 +35,8 @@ class LoopbackAPI:
     `hold` (a threading.Event) stalls every answer until set: calls stay in flight.
     """
 
-    def __init__(self, respond=None, *, delay=0.0, hold=None):
+    def __init__(self, respond=None, *, delay=0.0, hold=None, tls=None):
+        self.tls = tls  # an ssl.SSLContext (server side): the API speaks HTTPS
         self.respond = respond or (lambda path, body: chat_answer(body, path))
         self.delay = delay
         self.hold = hold
@@ -84,12 +85,15 @@ class LoopbackAPI:
             do_GET = do_POST
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def wait_for_requests(self, n, timeout=30):
         with self.lock:

@@ -411,3 +411,25 @@ def test_on_a_terminal_the_bar_shows_sent_lines_tokens_failures_and_a_rate_limit
         os.close(master)
     text = seen.decode(errors="replace")
     assert "2/5" in text and "failed=0" in text and "tokens=16" in text and "waiting on limit=" in text
+
+
+def test_a_run_over_https_writes_every_answer(tmp_path):
+    # Real providers speak HTTPS only: the whole run over TLS, the CA given as
+    # users give it to requests (REQUESTS_CA_BUNDLE).
+    import ssl
+
+    from tests.helpers import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 20)
+    with LoopbackAPI(tls=context) as api:
+        assert api.url.startswith("https://")
+        result = run_cli(*base_args(api, inp, out, "--concurrency", "4"), env={"REQUESTS_CA_BUNDLE": str(cert)})
+    assert result.returncode == 0, result.stderr
+    rows = rows_of(out)
+    assert len(rows) == 20
+    assert all(row["response"]["status_code"] == 200 for row in rows)
+    assert {row["response"]["body"]["object"] for row in rows} == {"chat.completion"}
