@@ -7,9 +7,11 @@ the same server behind TLS with a certificate made here for ``127.0.0.1``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -233,3 +235,67 @@ def test_the_connection_is_reusable_after_one_write_requests(plain_server: str) 
             assert response.data == b'{"received": %d, "path": "/v1/echo"}' % size
     finally:
         conn.close()
+
+
+class _ConnectProxy:
+    """A tiny HTTP proxy that only tunnels (``CONNECT host:port``), as corporate proxies do for HTTPS."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.tunnels: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(4096)
+            if not data:
+                client.close()
+                return
+            head += data
+        target = head.split(b" ")[1]
+        self.tunnels.append(target)
+        host, port = target.decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_https_through_a_connect_proxy(tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, cert = tls_server
+    proxy = _ConnectProxy()
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with _endpoint(url, verify=str(cert)) as endpoint:
+            answers = [endpoint.call({"model": "m", "n": i}) for i in range(3)]
+    finally:
+        proxy.close()
+    assert [a["path"] for a in answers] == ["/v1/chat/completions"] * 3
+    assert proxy.tunnels and all(t.startswith(b"127.0.0.1:") for t in proxy.tunnels)
