@@ -130,25 +130,28 @@ class RateLimiter:
         """
         self.check_fits(tokens)
         with self._cond:
-            # Nobody ahead and capacity now: taken without joining the line.
-            if not self._waiters and not cancelled() and self.backend.acquire(1, tokens) == 0.0:
-                return True
+            known: float | None = None  # the backend's answer, when already asked
+            if not self._waiters and not cancelled():  # nobody ahead: ask at once, without joining the line
+                known = self.backend.acquire(1, tokens)
+                if known == 0.0:
+                    return True
             ticket = object()
             self._waiters.append(ticket)
             try:
-                return self._wait_turn(ticket, tokens, cancelled, deadline)
+                return self._wait_turn(ticket, tokens, cancelled, deadline, known)
             finally:
                 self._waiters.remove(ticket)
                 if self._waiters:  # the next in line checks again
                     self._cond.notify_all()
 
     def _wait_turn(
-        self, ticket: object, tokens: int, cancelled: Callable[[], bool], deadline: float | None
+        self, ticket: object, tokens: int, cancelled: Callable[[], bool], deadline: float | None, known: float | None
     ) -> bool:
+        """Wait as the line moves; ``known``: the backend's first answer (no second storage round trip)."""
         while not cancelled():
             wait = self._max_wait
             if self._waiters[0] is ticket:
-                wait = self.backend.acquire(1, tokens)
+                wait, known = (self.backend.acquire(1, tokens) if known is None else known), None
                 if wait == 0.0:
                     return True
             if deadline is not None:

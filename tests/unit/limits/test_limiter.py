@@ -209,3 +209,28 @@ def test_refunds_racing_with_new_waiters_never_lose_a_wake_up():
     assert len(done) == threads
     assert time.monotonic() - started < 25  # no waiter slept out its 30 s
     assert limiter.waiting == 0
+
+
+def test_a_caller_that_must_wait_asks_the_storage_once_per_check():
+    # A shared storage answers each ask with a round trip: the caller who finds
+    # the line empty but the bucket short must not ask twice before sleeping.
+    clock = FakeClock()
+    backend = MemoryBackend(limits=RateLimits(requests=1, interval=1.0), clock=clock.now)
+    asks = []
+    real = backend.acquire
+
+    def counting(requests, tokens):
+        asks.append(clock.now())
+        return real(requests, tokens)
+
+    backend.acquire = counting
+    limiter = RateLimiter(backend, max_wait=30.0, waiter=clock)
+    assert limiter.acquire() is True and len(asks) == 1  # granted at once: one ask
+    caller = Caller(limiter, clock)
+    caller.start()
+    until(lambda: limiter.waiting == 1)
+    assert len(asks) == 2  # "wait 1 s": asked once, then asleep
+    clock.advance(1.0)
+    caller.join(5)
+    assert caller.result is True and caller.granted_at == 1.0
+    assert len(asks) == 3  # woken when due: the one ask that grants
