@@ -206,5 +206,12 @@ def test_control_a_whole_minute_in_the_bucket_is_rejected_en_masse(nginx):
     time.sleep(1.1)  # let the zone drain after the previous test
     limits = RateLimits.per_minute(requests=12_000, burst=12_000)  # the old default
     statuses, seconds = run(f"{nginx}/window/ok.gif", limits)
-    rejected, _ = check("12,000/min with burst=12,000 (old default)", statuses, seconds, burst=SERVER_RATE)
-    assert rejected > 200
+    rejected, used = check("12,000/min with burst=12,000 (old default)", statuses, seconds, burst=SERVER_RATE)
+    # How many nginx must refuse depends on how fast this machine sent: all
+    # that went out above its burst and rate (about 500 when idle, ~140 seen
+    # in a full CI run that sent at 1.2x the rate). The contrast with the
+    # paced runs above (at most 2 of 1,000) is the claim.
+    excess = CALLS - SERVER_RATE - SERVER_RATE * seconds
+    if excess < 50:
+        pytest.skip(f"this run sent at {used:.0%} of the server's rate: too slow to show the contrast")
+    assert rejected > min(200, excess / 2)
