@@ -49,7 +49,13 @@ def make(request, tmp_path):
 def test_default_burst_caps_a_large_limit(make):
     backend = make(PACED)
     assert_burst(backend, 180, 200)
-    assert 0 < backend.acquire(1, 0) <= 1 / 200 + 0.001
+    for _ in range(3):
+        wait = backend.acquire(1, 0)
+        if wait > 0 or isinstance(backend, (MemoryBackend, SQLiteBackend)):
+            break
+        # Redis keeps the server's real clock: a 5 ms stall of a loaded machine
+        # (seen in a full CI run) refilled one request meanwhile; ask again.
+    assert 0 < wait <= 1 / 200 + 0.001
 
 
 def test_explicit_burst(make):
