@@ -10,6 +10,7 @@ import time
 import pytest
 
 from apiexec.mock.server import MockServer, MockServerConfig
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -22,12 +23,6 @@ def mock_server():
 # -- a real redis-server on loopback ---------------------------------------------
 
 REDIS_START_TIMEOUT = 10.0
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _missing(what):
@@ -44,7 +39,7 @@ class RedisProcess:
     def __init__(self, executable, password=None):
         self.password = password
         for _ in range(3):  # the free port may be taken between probe and bind
-            self.port = _free_port()
+            self.port = free_port()
             args = [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
             if password:
                 args += ["--requirepass", password]

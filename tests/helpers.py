@@ -2,6 +2,8 @@
 
 import datetime
 import ipaddress
+import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -228,3 +230,28 @@ def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
+
+
+def server_tls_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server-side TLS context with a fresh :func:`self_signed_certificate`, and the certificate (the CA to trust)."""
+    cert, key = self_signed_certificate(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (for a moment)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeEncoding:
+    """Stands in for tiktoken.Encoding: one token per whitespace-separated word."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return list(range(len(text.split())))

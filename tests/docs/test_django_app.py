@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 
 from apiexec.mock.server import MockServer, MockServerConfig
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 django = pytest.importorskip("django", reason="pip install 'apiexec[dev]' (django)")
@@ -154,12 +154,6 @@ SHARED_LIMIT = 20
 GUNICORN_START = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_until_serving(port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + GUNICORN_START
     while time.monotonic() < deadline:
@@ -188,7 +182,7 @@ def _chat_over_http(port: int, n: int) -> tuple[int, int | None]:
 
 @pytest.mark.skipif(shutil.which("gunicorn") is None and not os.environ.get("CI"), reason="gunicorn not installed")
 def test_gunicorn_preload_workers_restart_the_executor_and_share_one_quota(server: MockServer, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **SETTINGS_ENV,

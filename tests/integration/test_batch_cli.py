@@ -416,13 +416,9 @@ def test_on_a_terminal_the_bar_shows_sent_lines_tokens_failures_and_a_rate_limit
 def test_a_run_over_https_writes_every_answer(tmp_path):
     # Real providers speak HTTPS only: the whole run over TLS, the CA given as
     # users give it to requests (REQUESTS_CA_BUNDLE).
-    import ssl
+    from tests.helpers import server_tls_context
 
-    from tests.helpers import self_signed_certificate
-
-    cert, key = self_signed_certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context, cert = server_tls_context(tmp_path)
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(inp, 20)
     with LoopbackAPI(tls=context) as api:

@@ -24,7 +24,7 @@ from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 from apiexec.http import session as session_module
 from apiexec.http.endpoint import Endpoint
 from apiexec.http.presets import preset_config
-from tests.helpers import self_signed_certificate
+from tests.helpers import free_port, server_tls_context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -94,9 +94,7 @@ def plain_server() -> Iterator[str]:
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cert, key = self_signed_certificate(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    context, cert = server_tls_context(tmp_path)
     httpd, port = _serve(context)
     _Echo.release.clear()
     try:
@@ -209,19 +207,11 @@ def test_a_failed_request_leaves_nothing_held(plain_server: str) -> None:
             conn.request("POST", "/v1/x", body=b"{}", headers={"Content-Type": "application/json"})
     assert writes == [] and conn._apiexec_head is None and not conn._apiexec_holding
     conn.close()
-    closed = session_module._AlarmedConnection(host, _free_port())
+    closed = session_module._AlarmedConnection(host, free_port())
     with pytest.raises(NewConnectionError):  # the one write is where the connection is made
         closed.request("POST", "/v1/x", body=b"{}", headers={"Content-Type": "application/json"})
     assert closed._apiexec_head is None and not closed._apiexec_holding
     closed.close()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_connection_is_reusable_after_one_write_requests(plain_server: str) -> None:

@@ -17,19 +17,10 @@ import pytest
 
 from apiexec.llm import tokenizer
 from apiexec.llm.tokens import estimate_prompt_tokens, heuristic_count, tokenizer_name
+from tests.helpers import FakeEncoding
 
 tiktoken = pytest.importorskip("tiktoken")
 BLOB = b"fake bpe ranks for a loopback download"
-
-
-class FakeEncoding:
-    """Stands in for tiktoken.Encoding: one token per whitespace-separated word."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
 
 
 class BlobServer:

@@ -17,20 +17,11 @@ import pytest
 
 from apiexec.llm import tokenizer
 from apiexec.llm.tokens import estimate_prompt_tokens, estimate_tokens, heuristic_count, tokenizer_name
+from tests.helpers import FakeEncoding
 
 tiktoken = pytest.importorskip("tiktoken")
 BLOB = b"fake bpe ranks for the tokenizer choice"
 TEXT = "one two three four five"
-
-
-class FakeEncoding:
-    """Stands in for tiktoken.Encoding: one token per whitespace-separated word."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
 
 
 @pytest.fixture

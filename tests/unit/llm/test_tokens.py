@@ -30,6 +30,7 @@ from apiexec.llm.tokens import (
     tokenizer_name,
     usage_tokens,
 )
+from tests.helpers import FakeEncoding
 
 MSG: int = MESSAGE_OVERHEAD_TOKENS
 ROLE: int = 1  # a chat role is one token in every encoding
@@ -569,16 +570,6 @@ def test_disabled_tiktoken_cache_falls_back_to_heuristic(
 ) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken would download every time
     assert tokenizer_name() == "heuristic"
-
-
-class FakeEncoding:
-    """Stands in for tiktoken.Encoding: one token per whitespace-separated word."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        return list(range(len(text.split())))
 
 
 @pytest.fixture
