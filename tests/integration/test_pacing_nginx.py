@@ -28,6 +28,7 @@ from apiexec.limits.bucket import MemoryBackend
 from apiexec.limits.limiter import RateLimiter
 from apiexec.limits.rate_limits import RateLimits
 from apiexec.limits.storage import backend_from_url
+from tests.helpers import free_port
 
 CALLS = 1000
 THREADS = 16
@@ -63,12 +64,6 @@ http {{
 """
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory):
     executable = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
@@ -77,7 +72,7 @@ def nginx(tmp_path_factory):
             pytest.fail("nginx is needed for this test (CI is set: not skipping)")
         pytest.skip("nginx is not installed")
     directory = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
+    port = free_port()
     (directory / "nginx.conf").write_text(CONFIG.format(dir=directory, port=port, rate=SERVER_RATE))
     proc = subprocess.Popen(
         [executable, "-p", str(directory), "-c", str(directory / "nginx.conf")],
@@ -146,20 +141,32 @@ def check(label, statuses, seconds, burst):
     return rejected, used
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(60)
-def test_twelve_thousand_per_minute_against_a_one_second_burst_window(nginx):
-    # A stall of ~0.1 s anywhere in a full CI run is enough to fall under
-    # 95 % of the rate: judged on the best of three runs, as the tests below.
+def judge_best_of_three(once, *, first_pause, pause):
+    """The pacing claim (at most 2 of 1,000 rejected, at least 95 % of the rate used) on the best of three runs.
+
+    A stall of ~0.1 s anywhere in a full CI run, or a few milliseconds of
+    jitter bunching two arrivals, can cost one run. ``once()`` runs and
+    returns ``(rejected, used)``; it is waited for ``first_pause`` seconds
+    before the first run and ``pause`` before each next one.
+    """
     results = []
     for attempt in range(3):
-        time.sleep(1.1 if attempt else 0.0)  # let the zone drain between runs
-        statuses, seconds = run(f"{nginx}/window/ok.gif", RateLimits.per_minute(requests=12_000))
-        rejected, used = check("12,000/min vs rate=200r/s burst=200", statuses, seconds, burst=SERVER_RATE)
+        time.sleep(pause if attempt else first_pause)
+        rejected, used = once()
         results.append((rejected, used))
         if rejected <= 2 and used >= 0.95:
             break
     assert any(rejected <= 2 and used >= 0.95 for rejected, used in results), results
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_twelve_thousand_per_minute_against_a_one_second_burst_window(nginx):
+    def once():
+        statuses, seconds = run(f"{nginx}/window/ok.gif", RateLimits.per_minute(requests=12_000))
+        return check("12,000/min vs rate=200r/s burst=200", statuses, seconds, burst=SERVER_RATE)
+
+    judge_best_of_three(once, first_pause=0.0, pause=1.1)  # 1.1 s: the zone drains between runs
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -174,19 +181,16 @@ def shared_storage(request, tmp_path):
 def test_shared_storages_pace_the_same_way(nginx, shared_storage):
     # One storage write stalled for ~0.1 s by the rest of a full CI run is
     # enough to fall under 95 % of the rate (4.22 s instead of 4.10 s, seen
-    # once on SQLite): judged on the best of three runs, each on a fresh key.
+    # once on SQLite). Each run on a fresh key.
     limits = RateLimits.per_minute(requests=12_000)
     label = f"12,000/min on {shared_storage.partition(':')[0]} vs rate=200r/s burst=200"
-    results = []
-    for _ in range(3):
-        time.sleep(1.1)  # let the zone drain after the previous run
+
+    def once():
         backend = backend_from_url(shared_storage, key=f"pacing-{time.monotonic_ns()}", limits=limits)
         statuses, seconds = run(f"{nginx}/window/ok.gif", limits, backend)
-        rejected, used = check(label, statuses, seconds, burst=SERVER_RATE)
-        results.append((rejected, used))
-        if rejected <= 2 and used >= 0.95:
-            break
-    assert any(rejected <= 2 and used >= 0.95 for rejected, used in results), results
+        return check(label, statuses, seconds, burst=SERVER_RATE)
+
+    judge_best_of_three(once, first_pause=1.1, pause=1.1)  # the zone drains after the previous test too
 
 
 @pytest.mark.integration
@@ -196,15 +200,11 @@ def test_two_hundred_per_second_burst_twenty_against_nginx_burst_twenty(nginx):
     # a few milliseconds of scheduling jitter on a loaded 2-core machine can
     # bunch two arrivals and cost a rejection. The pacing claim is judged on
     # the best of three runs (the old default gets ~180 rejected every time).
-    results = []
-    for attempt in range(3):
-        time.sleep(0.2 if attempt else 0.0)  # let nginx's excess drain between runs
+    def once():
         statuses, seconds = run(f"{nginx}/burst20/ok.gif", RateLimits.per_second(requests=SERVER_RATE, burst=20))
-        rejected, used = check("200/s burst=20 vs rate=200r/s burst=20", statuses, seconds, burst=20)
-        results.append((rejected, used))
-        if rejected <= 2 and used >= 0.95:
-            break
-    assert any(rejected <= 2 and used >= 0.95 for rejected, used in results), results
+        return check("200/s burst=20 vs rate=200r/s burst=20", statuses, seconds, burst=20)
+
+    judge_best_of_three(once, first_pause=0.0, pause=0.2)  # 0.2 s: nginx's excess drains between runs
 
 
 @pytest.mark.integration
