@@ -70,10 +70,10 @@ class _Hooks:
     _apiexec_holding = False
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> None:
+        # (_apiexec_head is None here: every request ends by clearing it)
         self._apiexec_holding = (
             isinstance(body, bytes) and 0 < len(body) <= _ONE_WRITE_BYTES and not kwargs.get("chunked")
         )
-        self._apiexec_head = None
         try:
             super().request(method, url, body, headers, **kwargs)  # type: ignore[misc]
             head = self._apiexec_head  # no body was sent after all: the head goes alone
@@ -81,7 +81,7 @@ class _Hooks:
             self._apiexec_holding = False
             self._apiexec_head = None  # after an error, nothing held is sent
         if head is not None:
-            super().send(head)
+            super().send(head)  # type: ignore[misc]
 
     def send(self, data: Any) -> None:
         if self._apiexec_holding:
