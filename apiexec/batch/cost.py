@@ -99,11 +99,13 @@ class CostMeter:
 
     def on_done(self, call: Any, future: Any) -> None:
         """A call's done-callback: count its answer (if it has one)."""
-        if future.cancelled() or future.exception() is not None:
+        try:
+            response = future.result(timeout=0)  # (a done-callback: the future is done)
+        except BaseException:  # cancelled or failed: no answer to count
             return
         request = getattr(call, "request", None)
         model = request.get("model") if isinstance(request, Mapping) else None
-        self.add(future.result(), model if isinstance(model, str) else None)
+        self.add(response, model if isinstance(model, str) else None)
 
     def add(self, response: Any, model: str | None = None) -> None:
         """Count one answer (its ``usage`` at its model's price)."""
@@ -112,7 +114,7 @@ class CostMeter:
             return
         named = response.get("model") if isinstance(response, Mapping) else None
         name = named if isinstance(named, str) and named else model or "(no model)"
-        cost = self.prices.usage_cost(response, model)
+        cost = self.prices.usage_cost(response, model, usage=usage)
         with self._lock:
             entry = self.models.setdefault(name, ModelCost())
             entry.calls += 1

@@ -88,6 +88,9 @@ CACHE_WRITE_MULTIPLIER: Final = 1.25
 CACHE_WRITE_1H_MULTIPLIER: Final = 2.0
 
 _PER_TOKEN: Final = 1e-6  # prices are per million tokens
+#: Most model names whose price lookup a Prices keeps (names past this are matched each time).
+_LOOKUPS_KEPT: Final = 1024
+_NOT_LOOKED_UP: Final = object()
 _SNAPSHOT: Final = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8}|latest)$")
 
 class UnknownPrice(ConfigError):
@@ -182,6 +185,9 @@ class Prices(Mapping[str, ModelPrice]):
     def __init__(self, table: Mapping[str, ModelPrice | Mapping[str, Any]], *, as_of: str = PRICES_AS_OF) -> None:
         self._table = {str(name).lower(): _price(name, value) for name, value in table.items()}
         self.as_of = as_of
+        # Model name -> what lookup() found: a run asks for the same few names on
+        # every answer. The table never changes, so neither do the answers.
+        self._found: dict[str, ModelPrice | None] = {}
 
     @classmethod
     def builtin(cls) -> Prices:
@@ -233,6 +239,15 @@ class Prices(Mapping[str, ModelPrice]):
         """The price of ``model`` by the matching rules above, else the ``"*"`` entry, else None."""
         if not isinstance(model, str) or not model:
             return self._table.get(ANY_MODEL)
+        found = self._found.get(model, _NOT_LOOKED_UP)
+        if found is not _NOT_LOOKED_UP:
+            return found  # type: ignore[return-value]
+        price = self._match(model)
+        if len(self._found) < _LOOKUPS_KEPT:
+            self._found[model] = price
+        return price
+
+    def _match(self, model: str) -> ModelPrice | None:
         name = model.strip().lower()
         candidates = [name]
         if "/" in name:
@@ -268,12 +283,14 @@ class Prices(Mapping[str, ModelPrice]):
         prompt = estimate_prompt_tokens(request)
         return usage_dollars(price, Usage(input=prompt, output=max_output_tokens(request, price)))
 
-    def usage_cost(self, response: Any, model: str | None = None) -> float | None:
+    def usage_cost(self, response: Any, model: str | None = None, *, usage: Usage | None = None) -> float | None:
         """What an answer cost, from its ``usage`` and model (the answer's, else ``model``).
 
+        ``usage`` is the answer's, when the caller has already read it.
         None when the answer reports no usage or neither model has a price.
         """
-        usage = read_usage(response)
+        if usage is None:
+            usage = read_usage(response)
         if usage is None:
             return None
         named = response.get("model") if isinstance(response, Mapping) else None

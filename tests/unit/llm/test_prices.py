@@ -157,6 +157,30 @@ def test_no_usage_is_none(answer):
     assert PRICES.usage_cost(answer, "m") is None
 
 
+def test_a_name_asked_again_gets_the_same_answer_from_the_kept_lookups():
+    prices = Prices.builtin()
+    names = ["gpt-4o-mini-2024-07-18", "openai/gpt-4o", "my-model", "GPT-4o-Mini"]
+    first = [prices.lookup(name) for name in names]
+    assert [prices.lookup(name) for name in names] == first
+    assert first == [prices["gpt-4o-mini"], prices["gpt-4o"], None, prices["gpt-4o-mini"]]
+    # an override is a new table: nothing kept from the old one answers for it
+    mine = prices.with_overrides({"my-model": {"input": 1, "output": 2}})
+    assert mine.lookup("my-model") == mine["my-model"] and prices.lookup("my-model") is None
+
+
+def test_kept_lookups_are_bounded_and_names_past_the_bound_still_match():
+    prices = Prices.builtin()
+    for i in range(3000):
+        assert prices.lookup(f"unknown-{i}") is None
+    assert len(prices._found) <= 1024
+    assert prices.lookup("gpt-4o-2024-08-06") == prices["gpt-4o"]
+
+
+def test_usage_already_read_is_used_as_given():
+    answer = {"model": "m", "usage": {"prompt_tokens": 1_000_000}}
+    assert PRICES.usage_cost(answer, usage=Usage(input=0, output=1_000_000)) == pytest.approx(PRICES.cost("m", 0, 1_000_000))
+
+
 def test_nonsense_counts_are_ignored_not_trusted():
     usage = read_usage({"usage": {"prompt_tokens": -5, "completion_tokens": True,
                                   "prompt_tokens_details": {"cached_tokens": 10**9}}})
