@@ -29,6 +29,12 @@ default connection limit, 100, bounds it).
 
 Without ``--cookbook`` (or with a path that does not exist) only apiexec is
 measured and the output says the comparison was skipped.
+
+Two more rows (``--no-floor`` skips them) measure the *floor*
+(``bench/floor_client.py``): a reader thread and 1 or 16 worker threads that
+send each line through apiexec's ``Endpoint`` and write its row, and do
+nothing else (no limits, journal, retries or cost). They show how much of
+``apiexec run``'s CPU per line is the threaded ``requests`` road itself.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ REQUESTS_PER_MINUTE: Final = 1_000_000
 TOKENS_PER_MINUTE: Final = 1_000_000_000
 #: No run may take longer than this (seconds): a stuck client is killed and reported.
 RUN_TIMEOUT: Final = 900.0
+#: The floor client (``bench/floor_client.py``) and its thread counts: 1, and ``apiexec run``'s default concurrency.
+FLOOR_CLIENT: Final = Path(__file__).with_name("floor_client.py")
+FLOOR_WORKERS: Final = (1, 16)
 
 # Runs the cookbook script from its path, unchanged but for what a loopback
 # run needs (see the module docstring). argv: script, input, output, url, rpm, tpm.
@@ -164,14 +173,26 @@ def run_cookbook(server: Nginx, inp: Path, out: Path, lines: int, cookbook: Path
                tokenizer)  # fmt: skip
 
 
+def run_floor(server: Nginx, inp: Path, out: Path, lines: int, workers: int) -> Run:
+    cmd = [sys.executable, str(FLOOR_CLIENT), str(inp), str(out), server.url + "/v1", "--workers", str(workers)]
+    usage = child_usage.run(cmd, timeout=RUN_TIMEOUT)
+    if usage.exit_code != 0:
+        print(f"floor client exited {usage.exit_code}: {usage.stderr[-1500:]}", file=sys.stderr)
+    ok, rows = count_cookbook_rows(out)
+    return Run(f"floor, {workers} thread(s)", lines, usage.wall, usage.cpu, usage.peak_rss_mib, usage.exit_code, ok,
+               rows, 0, 0)  # fmt: skip
+
+
 def run(lines: int, rounds: int, cookbook: Path | None, concurrency: int | None, server_rate: float | None,
-        server_burst: int, log: Callable[[str], None] = print) -> tuple[list[Run], str]:  # fmt: skip
+        server_burst: int, log: Callable[[str], None] = print, floor: bool = True) -> tuple[list[Run], str]:  # fmt: skip
     runs: list[Run] = []
     with Load() as load, tempfile.TemporaryDirectory(prefix="apiexec-bench-cookbook-") as tmp:
         inp = Path(tmp, "requests.jsonl")
         write_input(inp, lines)
         for index in range(rounds):
             clients = ["apiexec", "cookbook"] if cookbook else ["apiexec"]
+            if floor:
+                clients += [f"floor-{workers}" for workers in FLOOR_WORKERS]
             if index % 2:
                 clients.reverse()
             for client in clients:
@@ -179,6 +200,8 @@ def run(lines: int, rounds: int, cookbook: Path | None, concurrency: int | None,
                 with Nginx(rate=server_rate, burst=server_burst, buffered_log=True) as server:
                     if client == "apiexec":
                         result = run_apiexec(server, inp, out, lines, concurrency)
+                    elif client.startswith("floor-"):
+                        result = run_floor(server, inp, out, lines, int(client.partition("-")[2]))
                     else:
                         assert cookbook is not None
                         result = run_cookbook(server, inp, out, lines, cookbook)
@@ -245,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     parser.add_argument("--concurrency", type=int, default=None, help="apiexec run --concurrency (default: its own)")
     parser.add_argument("--server-rate", type=float, default=None, help="nginx limit_req rate, r/s (default none)")
     parser.add_argument("--server-burst", type=int, default=0, help="nginx limit_req burst (with --server-rate)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor client (bench/floor_client.py)")
     args = parser.parse_args(argv)
     lines = args.lines or (QUICK_LINES if args.quick else LINES)
     rounds = args.rounds or (1 if args.quick else ROUNDS)
@@ -259,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     )
     print(machine(), flush=True)
     runs, load = run(lines, rounds, cookbook, args.concurrency, args.server_rate, args.server_burst,
-                     log=lambda line: print(line, flush=True))  # fmt: skip
+                     log=lambda line: print(line, flush=True), floor=not args.no_floor)  # fmt: skip
     markdown = render(runs, load, args.concurrency, server, skipped)
     print("\n" + markdown)
     return markdown, [r.__dict__ for r in runs]
