@@ -121,6 +121,30 @@ def test_vs_cookbook_runs_apiexec_and_says_when_the_cookbook_is_skipped(capsys):
     markdown, runs = vs_cookbook.main(["--lines", "200", "--rounds", "1", "--cookbook", "/nonexistent/cookbook.py"])
     assert "cookbook comparison skipped" in markdown
     assert runs[0]["rows_ok"] == 200 and runs[0]["peak_rss_mib"] > 10
+    floors = {r["client"]: r for r in runs if r["client"].startswith("floor")}
+    assert sorted(floors) == ["floor, 1 thread(s)", "floor, 16 thread(s)"]
+    assert all(r["rows_ok"] == r["rows"] == 200 and r["exit_code"] == 0 for r in floors.values())
+    assert "| floor, 16 thread(s) |" in markdown
+
+
+def test_the_floor_client_ends_with_an_error_instead_of_waiting_forever(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    import vs_cookbook
+
+    inp = tmp_path / "in.jsonl"
+    vs_cookbook.write_input(inp, 100)  # more lines than the reader's queue holds: a dead worker would block it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once closed: every call is refused
+    done = subprocess.run(
+        [sys.executable, str(vs_cookbook.FLOOR_CLIENT), str(inp), str(tmp_path / "out.jsonl"),
+         f"http://127.0.0.1:{port}/v1", "--workers", "2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "floor client:" in done.stderr
 
 
 def test_vs_cookbook_runs_a_script_with_the_cookbooks_interface(tmp_path):
