@@ -128,17 +128,13 @@ def test_vs_cookbook_runs_apiexec_and_says_when_the_cookbook_is_skipped(capsys):
 
 
 def test_the_floor_client_ends_with_an_error_instead_of_waiting_forever(tmp_path):
-    import socket
-    import subprocess
-    import sys
-
     import vs_cookbook
+
+    from tests.helpers import free_port
 
     inp = tmp_path / "in.jsonl"
     vs_cookbook.write_input(inp, 100)  # more lines than the reader's queue holds: a dead worker would block it
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens once closed: every call is refused
+    port = free_port()  # nothing listens there: every call is refused
     done = subprocess.run(
         [sys.executable, str(vs_cookbook.FLOOR_CLIENT), str(inp), str(tmp_path / "out.jsonl"),
          f"http://127.0.0.1:{port}/v1", "--workers", "2"],
