@@ -322,6 +322,8 @@ class RateLimitedExecutor(Executor):
             ``storage``/``key`` like the limits; see ``docs/cost.md``).
         prices: Prices per model for ``max_cost`` (default: the built-in
             list prices, :meth:`~apiexec.llm.prices.Prices.builtin`).
+        fit_threads: Only as many workers take calls as keep the pace (see
+            :mod:`apiexec.execution.thread_fit`); ``apiexec run`` turns it on.
 
     Raises:
         ConfigError: A limit, the interval, a queue setting or the storage
@@ -350,6 +352,7 @@ class RateLimitedExecutor(Executor):
         token_burst: float | None = None,
         max_cost: float | None = None,
         prices: Prices | None = None,
+        fit_threads: bool = False,
     ) -> None:
         check_positive_number("interval", interval)
         for field, limit in (("limit_requests", limit_requests), ("limit_tokens", limit_tokens)):
@@ -404,7 +407,7 @@ class RateLimitedExecutor(Executor):
             chain.append(self.budget)
         chain.extend(policies)
         admission: Admission = chain[0] if len(chain) == 1 else Chain(*chain)
-        super().__init__(event_type, queue_config, admission=admission)
+        super().__init__(event_type, queue_config, admission=admission, fit_threads=fit_threads)
         if self.adaptive_admission is not None:
             gate = self.adaptive_admission  # the gauge holds the policy, not the executor
             self.metrics.gauge("concurrency_limit", lambda: gate.limit)

@@ -77,6 +77,7 @@ def fit_executor(options: BatchOptions, *, window: int) -> RateLimitedExecutor:
         limits=options.limits if options.limits is not None else KeyedLimits(),
         adaptive=rules if options.adaptive else False,
         policies=policies,
+        fit_threads=True,
     )
 
 

@@ -50,6 +50,7 @@ from apiexec.execution.metrics import Metrics
 from apiexec.execution.outcome import CANCEL_MESSAGE, cancel_future, is_event, resolve, set_execution, start_running
 from apiexec.execution.runtime import Runtime, WorkItem
 from apiexec.execution.seed_front import SeedFront
+from apiexec.execution.thread_fit import ThreadFit
 from apiexec.execution.work_queue import Queue, QueueConfig
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class Executor(SeedFront):
         queue_config: Queue bound, refresh time and concurrency limit.
         admission: The policy asked before each call runs (default
             :class:`~apiexec.execution.admission.Unlimited`).
+        fit_threads: Let only as many workers take calls as keep the pace
+            (see :mod:`apiexec.execution.thread_fit`): fewer threads, less
+            CPU, when the client itself is the bottleneck. Only for calls
+            that never wait for one another (each worker may be parked).
 
     Raises:
         TypeError: ``append``/``submit`` of an event of another type.
@@ -102,8 +107,10 @@ class Executor(SeedFront):
         queue_config: QueueConfig | None = None,
         *,
         admission: Admission | None = None,
+        fit_threads: bool = False,
     ) -> None:
         self.event_type = event_type
+        self.fit_threads = fit_threads
         self.queue_config = queue_config or QueueConfig()
         check_at_most("concurrency_limit", self.max_workers, MAX_CONCURRENCY)
         self.admission: Admission = admission or Unlimited()
@@ -166,7 +173,8 @@ class Executor(SeedFront):
             config = self.queue_config
             queue = Queue(config.queue_capacity, config.capacity_refresh_time, self.max_workers)
             head = threading.Lock() if self.admission.blocking else None
-            runtime = Runtime(queue, self.max_workers, head)
+            fit = ThreadFit(self.max_workers) if self.fit_threads else None
+            runtime = Runtime(queue, self.max_workers, head, fit)
             runtime.step = functools.partial(rt.worker_step, weakref.ref(self), runtime)
             self._finalizer = weakref.finalize(self, rt.finalize_runtime, runtime)
             self._finalizer.atexit = False  # the runtime module's exit hook handles exit

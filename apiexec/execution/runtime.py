@@ -5,7 +5,9 @@ executor's bounded queue and hold only a **weak reference** to the executor,
 so an executor dropped without ``shutdown()`` (a re-run notebook cell) is
 collected and its threads end. Workers are started lazily, one per queued
 call while none is idle, up to the concurrency limit, so a large limit costs
-nothing until it is used.
+nothing until it is used. With a :class:`~apiexec.execution.thread_fit.ThreadFit`
+only as many workers as it allows take calls (:class:`Turns`); the others
+wait, parked, holding nothing.
 
 Three things end a runtime besides ``shutdown()``:
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import itertools
 import logging
 import os
 import threading
@@ -35,6 +38,7 @@ from typing import Any
 
 from apiexec.errors import QueueStopped
 from apiexec.execution.outcome import cancel_future, set_execution
+from apiexec.execution.thread_fit import ThreadFit
 from apiexec.execution.work_queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -97,9 +101,12 @@ class Runtime:
         max_workers: Most worker threads (the concurrency limit).
         head: Held by the worker taking the next item when admission may
             block, so calls are admitted strictly in order; None otherwise.
+        fit: Decides how many workers take calls at once; None: all of them.
     """
 
-    def __init__(self, queue: Queue, max_workers: int, head: threading.Lock | None = None) -> None:
+    def __init__(
+        self, queue: Queue, max_workers: int, head: threading.Lock | None = None, fit: ThreadFit | None = None
+    ) -> None:
         self.queue = queue
         self.max_workers = max_workers
         self.head = head
@@ -107,6 +114,8 @@ class Runtime:
         self.step: Callable[[], bool] = _no_step
         #: Set at shutdown: ends admission waits and retry backoffs at once.
         self.stop_event = threading.Event()
+        #: Which workers may take calls now.
+        self.turns = Turns(fit, self.stop_event, grow=self._grow)
         self._threads: list[threading.Thread] = []
         self._idle = threading.Semaphore(0)
         self._spawn_lock = threading.Lock()
@@ -126,26 +135,39 @@ class Runtime:
         """
         if len(self._threads) >= self.max_workers:  # all started (a racy read is harmless)
             return
-        if self._idle.acquire(blocking=False):
+        if not self.turns.needs_ticker() and self._idle.acquire(blocking=False):
             return
+        self._spawn(take)
+
+    def _spawn(self, take: Callable[[], bool]) -> bool:
+        """Start one more worker thread; False at the limit or after a stop."""
         with self._spawn_lock:
             if len(self._threads) >= self.max_workers or self.stop_event.is_set():
-                return
+                return False
             thread = threading.Thread(
                 target=_worker,
-                args=(take, self._idle, self._all_started),
+                args=(take, self._idle, self._all_started, self.turns),
                 name=f"apiexec-worker-{len(self._threads)}",
                 daemon=True,
             )
             thread.start()
             self._threads.append(thread)
+            return True
 
     def _all_started(self) -> bool:
         return len(self._threads) >= self.max_workers
 
+    def _grow(self, allowed: int) -> None:
+        """More workers may run: start the missing ones for the calls waiting."""
+        missing = min(allowed - len(self._threads), self.queue.qsize())
+        for _ in range(missing):
+            if not self._spawn(self.step):
+                return
+
     def stop(self) -> list[WorkItem]:
         """Stop taking work; wake every waiter; return the items not started."""
         self.stop_event.set()
+        self.turns.wake_all()
         self.queue.stop()
         return self.queue.drain()
 
@@ -161,24 +183,140 @@ def _no_step() -> bool:
     return False
 
 
-def _worker(take: Callable[[], bool], idle: threading.Semaphore, all_started: Callable[[], bool]) -> None:
+class Turns:
+    """Which workers may take calls now: all, or as many as a :class:`ThreadFit` allows.
+
+    A worker holds a turn from its start to its exit and keeps it from one
+    call to the next (no hand-off while the count stays); over the count, it
+    gives its turn back after its call and parks. While workers are parked,
+    one of them (the *ticker*) waits only until the end of the fit's epoch,
+    so a decision comes on time even when every running call is stalled.
+
+    Args:
+        fit: The controller, or None (every worker always has a turn).
+        stop: Set at shutdown: parked workers exit.
+        grow: Called with the new count when the fit allows more workers.
+    """
+
+    def __init__(self, fit: ThreadFit | None, stop: threading.Event, *, grow: Callable[[int], None]) -> None:
+        self.fit = fit
+        self._stop = stop
+        self._grow = grow
+        self._cond = threading.Condition(threading.Lock())
+        self.active = 0  # workers holding a turn
+        self.parked = 0
+        self._ticker = False
+        self._count = itertools.count(1)
+        self._done = 0  # calls finished (the last value of the count seen)
+
+    def take(self) -> bool:
+        """Wait for a turn and take it; False once the runtime stopped.
+
+        The turn is taken either way: :meth:`give` hands it back.
+        """
+        fit = self.fit
+        if fit is None:
+            return True
+        grown = 0
+        with self._cond:
+            self.parked += 1
+            try:
+                while self.active >= fit.allowed:
+                    if self._stop.is_set():
+                        self.active += 1
+                        return False
+                    if self._ticker:
+                        self._cond.wait()
+                        continue
+                    self._ticker = True
+                    try:
+                        self._cond.wait(fit.left(fit.now()))
+                    finally:
+                        self._ticker = False
+                    grown = max(grown, self._decide())
+                self.active += 1
+                if self.parked > 1:
+                    self._cond.notify()  # another parked worker becomes the ticker
+            finally:
+                self.parked -= 1
+        if grown:
+            self._grow(grown)
+        return True
+
+    def after_call(self) -> bool:
+        """A worker finished a step: keep its turn, or park; False once stopped.
+
+        The worker holds a turn either way (:meth:`give` it back at exit).
+        """
+        fit = self.fit
+        if fit is None:
+            return True
+        self._done = next(self._count)
+        if self.active <= fit.allowed and not fit.due(fit.now()):  # racy reads: decided under the lock
+            return True
+        with self._cond:
+            grown = self._decide() if fit.due(fit.now()) else 0
+            if self.active <= fit.allowed:
+                keep = True
+            else:
+                keep = False
+                self.active -= 1
+        if grown:
+            self._grow(grown)
+        return keep or self.take()
+
+    def give(self) -> None:
+        """A worker exits: its turn goes to a parked one."""
+        if self.fit is None:
+            return
+        with self._cond:
+            self.active -= 1
+            self._cond.notify()
+
+    def needs_ticker(self) -> bool:
+        """True when workers are held back and none is parked to watch the time."""
+        fit = self.fit
+        return fit is not None and fit.allowed < fit.ceiling and not self.parked
+
+    def wake_all(self) -> None:
+        """Wake every parked worker (shutdown)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _decide(self) -> int:
+        """Let the fit decide (lock held); the new count if it grew, else 0."""
+        assert self.fit is not None
+        before = self.fit.allowed
+        allowed = self.fit.decide(self._done)
+        if allowed <= before:
+            return 0
+        self._cond.notify(allowed - before)
+        return allowed
+
+
+def _worker(take: Callable[[], bool], idle: threading.Semaphore, all_started: Callable[[], bool], turns: Turns) -> None:
     """A worker thread: take an item, run it, repeat until told to exit.
 
     ``take`` holds only a weak reference to the executor while it blocks,
     so a dropped executor can be collected (its finalizer stops the queue).
     """
-    while True:
-        try:
-            more = take()
-        except QueueStopped:
-            return
-        except BaseException:  # never die silently: the queue would stall
-            logger.exception("an apiexec worker failed; it exits")
-            return
-        if not more:
-            return
-        if not all_started():  # once every worker exists, nobody asks who is idle
-            idle.release()
+    running = turns.take()
+    try:
+        while running:
+            try:
+                more = take()
+            except QueueStopped:
+                return
+            except BaseException:  # never die silently: the queue would stall
+                logger.exception("an apiexec worker failed; it exits")
+                return
+            if not more:
+                return
+            if not all_started():  # once every worker exists, nobody asks who is idle
+                idle.release()
+            running = turns.after_call()
+    finally:
+        turns.give()
 
 
 def cancel_items(items: list[WorkItem]) -> None:

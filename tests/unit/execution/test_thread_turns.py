@@ -1,0 +1,191 @@
+"""Worker turns under a ThreadFit: few threads run, parked ones hold nothing and always end."""
+
+import gc
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+import apiexec.execution.executor as executor_module
+from apiexec import Event, Executor, QueueConfig
+from apiexec.execution.thread_fit import EPOCH, ThreadFit
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class HandClocks:
+    """Wall and CPU clocks for the fit, moved by the test."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def now(self):
+        with self.lock:
+            return self.wall
+
+    def cpu_time(self):
+        with self.lock:
+            return self.cpu
+
+    def idle_epoch(self):
+        """An epoch in which the process used no CPU (it waited)."""
+        with self.lock:
+            self.wall += EPOCH
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    """Executors started in the test get a ThreadFit that allows ``start`` threads."""
+    made = []
+
+    def install(start, **kwargs):
+        def factory(ceiling):
+            fit = ThreadFit(ceiling, **kwargs)
+            fit.allowed = start
+            made.append(fit)
+            return fit
+
+        monkeypatch.setattr(executor_module, "ThreadFit", factory)
+        return made
+
+    return install
+
+
+def concurrency_probe():
+    """Events that note how many of them run at once, and on which thread."""
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+    threads = Counter()
+
+    def run(i):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            threads[threading.get_ident()] += 1
+        time.sleep(0.001)  # the call's own work: gives other workers a chance to overlap
+        with lock:
+            state["now"] -= 1
+        return i
+
+    return run, state, threads
+
+
+def test_one_allowed_thread_runs_every_call_in_turn(fits):
+    clocks = HandClocks()
+    fits(1, now=clocks.now, cpu=clocks.cpu_time)
+    run, state, threads = concurrency_probe()
+    with Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True) as ex:
+        futures = [ex.submit(Event(run, args=(i,))) for i in range(40)]
+        assert [f.result(timeout=10) for f in futures] == list(range(40))
+    assert state["most"] == 1
+    assert len(threads) == 1  # the running worker keeps its turn: no hand-off
+
+
+def test_without_fit_every_worker_runs_at_once():
+    run, state, _ = concurrency_probe()
+    gate = threading.Barrier(4, timeout=10)
+
+    def together(i):
+        gate.wait()  # only four threads at once can pass
+        return run(i)
+
+    with Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=4)) as ex:
+        futures = [ex.submit(Event(together, args=(i,))) for i in range(8)]
+        assert sorted(f.result(timeout=10) for f in futures) == list(range(8))
+
+
+def test_a_stalled_call_lets_the_parked_workers_run_the_rest(fits):
+    clocks = HandClocks()
+    made = fits(1, now=clocks.now, cpu=clocks.cpu_time)
+    release = threading.Event()
+    started = threading.Event()
+
+    def stall():
+        started.set()
+        release.wait(20)
+        return "late"
+
+    with Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True) as ex:
+        blocked = ex.submit(Event(stall))
+        assert started.wait(10)
+        quick = [ex.submit(Event(abs, args=(-i,))) for i in range(10)]
+        clocks.idle_epoch()  # a whole epoch without CPU: the parked ticker lets every thread run
+        assert [f.result(timeout=10) for f in quick] == list(range(10))
+        assert not blocked.done()
+        assert made[0].allowed == 8
+        release.set()
+        assert blocked.result(timeout=10) == "late"
+
+
+def test_shutdown_ends_parked_workers(fits):
+    clocks = HandClocks()
+    fits(1, now=clocks.now, cpu=clocks.cpu_time)
+    run, _, _ = concurrency_probe()
+    ex = Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True)
+    ex.start()
+    futures = [ex.submit(Event(run, args=(i,))) for i in range(30)]
+    threads = ex._runtime.threads
+    assert len(threads) > 1  # some started, then parked
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert sum(not f.cancelled() for f in futures) >= 1
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_a_dropped_executor_ends_its_parked_workers(fits):
+    clocks = HandClocks()
+    fits(1, now=clocks.now, cpu=clocks.cpu_time)
+    ex = Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True)
+    ex.start()
+    futures = [ex.submit(Event(abs, args=(-i,))) for i in range(20)]
+    assert [f.result(timeout=10) for f in futures] == list(range(20))
+    threads = ex._runtime.threads
+    del ex, futures
+    gc.collect()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_hammered_while_the_count_flaps_every_call_runs_exactly_once(fits):
+    """Eight submitters; the CPU clock turns busy and idle every few epochs: threads park and wake."""
+    started = time.monotonic()
+
+    def flapping_cpu():
+        elapsed = time.monotonic() - started
+        phase = int(elapsed / 0.02) % 2
+        return elapsed * (1.0 if phase else 0.1) + (int(elapsed / 0.04) * 0.02 * 0.9)
+
+    made = fits(8, epoch=0.005, cpu=flapping_cpu)
+    ran = Counter()
+    lock = threading.Lock()
+
+    def note(key):
+        with lock:
+            ran[key] += 1
+        return key
+
+    seen_counts = set()
+    results = {}
+    with Executor(Event, QueueConfig(queue_capacity=32, concurrency_limit=8), fit_threads=True) as ex:
+
+        def submitter(n):
+            futures = [(f"{n}-{i}", ex.submit(Event(note, args=(f"{n}-{i}",)))) for i in range(300)]
+            for key, future in futures:
+                results[key] = future.result(timeout=20)
+                seen_counts.add(made[0].allowed)
+
+        workers = [threading.Thread(target=submitter, args=(n,)) for n in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(25)
+            assert not worker.is_alive()
+    assert len(results) == 2400 and all(results[key] == key for key in results)
+    assert set(ran.values()) == {1} and len(ran) == 2400
+    assert len(seen_counts) > 1  # the count did move while the calls ran
