@@ -90,20 +90,16 @@ class Breaker:
         self._limit = connection_failures
         self._lock = threading.Lock()
         self._in_a_row = 0
-        self._reason: str | None = None
+        #: Why it tripped, or None (set once, before :attr:`tripped`).
+        self.reason: str | None = None
         self.tripped = threading.Event()
-
-    @property
-    def reason(self) -> str | None:
-        """Why it tripped, or None."""
-        return self._reason
 
     def trip(self, reason: str) -> bool:
         """Trip with ``reason``; True if this call tripped it (first reason wins)."""
         with self._lock:
-            if self._reason is not None:
+            if self.reason is not None:
                 return False
-            self._reason = reason
+            self.reason = reason
         self.tripped.set()
         return True
 

@@ -14,11 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apiexec.batch.breaker import Breaker
@@ -73,12 +72,18 @@ class Gated:
         self._run = run
 
     def call(self, request: Any, cache_control: bool = False, **kwargs: Any) -> Any:
-        with self._run.sending():
+        self._run.start_sending()
+        try:
             return self._endpoint.call(request, cache_control, **kwargs)
+        finally:
+            self._run.end_sending()
 
     def stream(self, request: Any, **kwargs: Any) -> Any:
-        with self._run.sending():
+        self._run.start_sending()
+        try:
             return self._endpoint.stream(request, **kwargs)
+        finally:
+            self._run.end_sending()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._endpoint, name)
@@ -111,7 +116,7 @@ class RunState:
     @property
     def halted(self) -> bool:
         """No more lines may be admitted (an interrupt or the breaker)."""
-        return self.interrupts > 0 or self.breaker.tripped.is_set()
+        return self.interrupts > 0 or self.breaker.reason is not None  # (read by every line, often)
 
     def on_signal(self) -> None:
         """A stop signal arrived (called on the signal watcher's thread)."""
@@ -148,9 +153,10 @@ class RunState:
     def outstanding(self) -> int:
         return self._outstanding
 
-    @contextlib.contextmanager
-    def sending(self) -> Iterator[None]:
-        """Around one call's sending: refuse it once halted; count it in flight.
+    def start_sending(self) -> None:
+        """Before one call's sending: refuse it once halted; count it in flight.
+
+        Each successful call is followed by one :meth:`end_sending`.
 
         Raises:
             NotSent: The run stopped admitting calls.
@@ -161,11 +167,11 @@ class RunState:
             self._in_flight += 1
             if self._first_send is None:
                 self._first_send = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+
+    def end_sending(self) -> None:
+        """After one call's sending (answered or failed)."""
+        with self._lock:
+            self._in_flight -= 1
 
     def submitted(self) -> None:
         with self._lock:

@@ -32,20 +32,20 @@ fake one).
 Example:
     >>> now, cpu = [0.0], [0.0]
     >>> fit = ThreadFit(16, now=lambda: now[0], cpu=lambda: cpu[0])
-    >>> now[0] = cpu[0] = 0.25          # an epoch, the CPU busy all of it
-    >>> fit.decide(done=200)            # try one thread
+    >>> now[0] = cpu[0] = 0.5           # an epoch, the CPU busy all of it
+    >>> fit.decide(done=400)            # try one thread
     1
-    >>> now[0] = cpu[0] = 0.5
-    >>> fit.decide(done=300)            # a slower pace: back to 16 for an epoch
-    16
-    >>> now[0] = cpu[0] = 0.75
-    >>> fit.decide(done=500)            # it waits an epoch...
-    16
     >>> now[0] = cpu[0] = 1.0
-    >>> fit.decide(done=700)            # ...then tries half as many
+    >>> fit.decide(done=600)            # a slower pace: back to 16...
+    16
+    >>> now[0] = cpu[0] = 1.5
+    >>> fit.decide(done=1000)           # ...for an epoch...
+    16
+    >>> now[0] = cpu[0] = 2.0
+    >>> fit.decide(done=1400)           # ...then half as many
     8
-    >>> now[0], cpu[0] = 1.25, 1.05     # the process now mostly waits
-    >>> fit.decide(done=720)            # every thread may run again
+    >>> now[0], cpu[0] = 2.5, 2.1       # the process now mostly waits
+    >>> fit.decide(done=1440)           # every thread may run again
     16
 """
 
@@ -59,7 +59,7 @@ from typing import Final
 logger = logging.getLogger(__name__)
 
 #: Seconds per decision.
-EPOCH: Final = 0.25
+EPOCH: Final = 0.5
 #: CPU time / wall time below which the process is waiting, not working.
 BUSY_LOW: Final = 0.6
 #: CPU time / wall time from which fewer threads are tried (else more).
@@ -165,8 +165,7 @@ class ThreadFit:
                 self._hold = self._backoff
                 self._backoff = min(2 * self._backoff, MAX_HOLD)
                 return
-            self._backoff = 1
-            self._move(down=went_down, pace=pace)  # it paid: the same way again
+            self._move(down=went_down, pace=pace)  # it paid: the same way again (the hold stays: noise pays too)
             return
         if self._hold:
             self._hold -= 1

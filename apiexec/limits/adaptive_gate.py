@@ -89,8 +89,11 @@ class ConcurrencyGate:
         Raises:
             StorageError: A shared store failed.
         """
-        ticket = threading.Condition(self._lock)
         with self._lock:
+            if not self._waiters and not cancelled() and self.store.try_acquire():
+                return True  # nobody ahead and a slot free: no ticket
+            # (Queued, it tries again at once: a release between the two tries saw no waiter to wake.)
+            ticket = threading.Condition(self._lock)
             self._waiters.append(ticket)
             try:
                 while not cancelled():

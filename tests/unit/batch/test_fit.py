@@ -52,3 +52,11 @@ def test_the_progress_shows_the_limit_and_no_false_rate_limit_wait():
     assert "concurrency 4" in plain_line(state)
     plain = fit_executor(options(concurrency=8, adaptive=False), window=16)
     assert with_concurrency(lambda: waiting, plain)() is waiting
+
+
+def test_a_run_fits_its_threads_to_the_pace():
+    ex = fit_executor(options(concurrency=8), window=16)
+    assert ex.fit_threads is True
+    with ex:
+        fit = ex._runtime.turns.fit
+        assert fit is not None and fit.ceiling == 16 and fit.allowed == 16  # all of them until an epoch says
