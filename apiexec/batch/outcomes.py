@@ -65,13 +65,12 @@ _UNSENT = (NotSent, ExecutorNotRunning, QueueStopped, StorageError, BudgetExceed
 def classify(call: Any, future: cf.Future[Any]) -> Classified:
     """Map a finished call (``call`` may be None when unknown) to its :class:`Classified`."""
     try:
-        body = future.result(timeout=0)  # one look at the future (it is done: a done-callback's)
-    except BaseException as exc:  # noqa: BLE001 - the call's own failure, whatever it is
-        if future.cancelled():
-            return Classified(None)
-        error = exc
-    else:
+        error = future.exception(timeout=0)  # (a done-callback's future: done; not re-raised here)
+    except cf.CancelledError:  # cancelled (an exception *set* as CancelledError is returned, not raised)
+        return Classified(None)
+    if error is None:
         status = getattr(call, "response_status", None) or 200
+        body = future.result(timeout=0)
         return Classified(Outcome(status_code=status, request_id=getattr(call, "request_id", None), body=body))
     if isinstance(error, _UNSENT):
         return Classified(None, refusal_reason(error))

@@ -158,11 +158,19 @@ class Runtime:
         return len(self._threads) >= self.max_workers
 
     def _grow(self, allowed: int) -> None:
-        """More workers may run: start the missing ones for the calls waiting."""
+        """Start the workers missing: for the calls waiting, and a parked one to keep time.
+
+        Never raises (it runs on workers): a thread that cannot start is logged.
+        """
         missing = min(allowed - len(self._threads), self.queue.qsize())
-        for _ in range(missing):
-            if not self._spawn(self.step):
-                return
+        if self.turns.needs_ticker():  # held back, and nobody parked to decide when the calls stall
+            missing = max(missing, 0) + 1
+        try:
+            for _ in range(missing):
+                if not self._spawn(self.step):
+                    return
+        except Exception:  # e.g. "can't start new thread": the workers running go on
+            logger.exception("could not start another apiexec worker")
 
     def stop(self) -> list[WorkItem]:
         """Stop taking work; wake every waiter; return the items not started."""
@@ -202,7 +210,9 @@ class Turns:
         self.fit = fit
         self._stop = stop
         self._grow = grow
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a garbage collection inside a locked section may run a dropped
+        # executor's finalizer on this thread, whose stop() wakes the parked workers.
+        self._cond = threading.Condition(threading.RLock())
         self.active = 0  # workers holding a turn
         self.parked = 0
         self._ticker = False
@@ -237,6 +247,8 @@ class Turns:
                 self.active += 1
                 if self.parked > 1:
                     self._cond.notify()  # another parked worker becomes the ticker
+                elif fit.allowed < fit.ceiling:
+                    grown = grown or fit.allowed  # none left parked: start one to keep time
             finally:
                 self.parked -= 1
         if grown:

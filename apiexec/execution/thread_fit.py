@@ -101,6 +101,7 @@ class ThreadFit:
         self.now = now
         self._cpu = cpu
         self._start = (now(), cpu(), 0)  # wall, CPU, calls done at the epoch's start
+        self._next = self._start[0] + epoch  # when the next decision is due
         self._trial: tuple[int, float] | None = None  # (allowed before the move, its pace)
         self._hold = 0  # epochs to wait before the next move
         self._backoff = 1  # the next hold after a move that did not pay
@@ -110,12 +111,12 @@ class ThreadFit:
         return f"ThreadFit(allowed={self.allowed}, ceiling={self.ceiling})"
 
     def due(self, now: float) -> bool:
-        """True when the current epoch is over (time for :meth:`decide`)."""
-        return now - self._start[0] >= self.epoch
+        """True when the next decision is due (time for :meth:`decide`)."""
+        return now >= self._next
 
     def left(self, now: float) -> float:
-        """Seconds until the current epoch is over (at least a millisecond)."""
-        return max(0.001, self._start[0] + self.epoch - now)
+        """Seconds until the next decision is due (at least a millisecond)."""
+        return max(0.001, self._next - now)
 
     def decide(self, done: int) -> int:
         """End the epoch if it is over; return the threads allowed now.
@@ -123,18 +124,21 @@ class ThreadFit:
         Args:
             done: Calls finished since the executor started (a running count).
         """
-        now, cpu = self.now(), self._cpu()
-        wall = now - self._start[0]
-        if wall < self.epoch:
+        now = self.now()
+        if now < self._next:
             return self.allowed
+        cpu = self._cpu()
+        wall = now - self._start[0]
         busy = (cpu - self._start[1]) / wall
         calls = done - self._start[2]
-        if busy >= BUSY_LOW and calls < MIN_CALLS:
-            return self.allowed  # busy, yet too few calls to compare a pace: the epoch goes on
+        self._next = now + self.epoch
+        if busy >= BUSY_LOW and 0 < calls < MIN_CALLS:
+            return self.allowed  # busy, yet too few calls to compare a pace: measure on, decide later
         self._start = (now, cpu, done)
         before = self.allowed
-        if busy < BUSY_LOW and (self._trial is None or self.allowed > self._trial[0]):
-            self._reset()
+        trial_down = self._trial is not None and self.allowed < self._trial[0]
+        if not trial_down and (busy < BUSY_LOW or not calls):
+            self._reset()  # the process waits, or its calls are stuck: every thread
         else:
             self._climb(calls / wall, busy)
         if self.allowed != before:
@@ -142,12 +146,14 @@ class ThreadFit:
         return self.allowed
 
     def _reset(self) -> None:
-        """The process waits: every thread may run; moves start afresh."""
+        """The process waits: every thread may run.
+
+        What the climb learnt stays (the hold, its growth, whether one
+        thread was too slow): a server that keeps pausing one model must not
+        make it try one thread again every other epoch.
+        """
         self.allowed = self.ceiling
         self._trial = None
-        self._hold = 0
-        self._backoff = 1
-        self._one_failed = False
 
     def _climb(self, pace: float, busy: float) -> None:
         """One step of hill climbing on ``pace`` (calls per second)."""

@@ -141,3 +141,31 @@ def test_a_ceiling_below_one_is_one():
 
 def test_repr_names_the_count(clocks):
     assert repr(fit_on(clocks, ceiling=4)) == "ThreadFit(allowed=4, ceiling=4)"
+
+
+def test_too_few_calls_put_the_next_decision_an_epoch_away(clocks):
+    """No busy loop: a parked ticker waits a whole epoch again, not a millisecond."""
+    fit = fit_on(clocks)
+    step(fit, clocks, busy=1.0, calls=3)
+    assert fit.due(clocks.wall) is False
+    assert fit.left(clocks.wall) == pytest.approx(EPOCH)
+
+
+def test_a_busy_process_whose_calls_are_stuck_gets_every_thread(clocks):
+    """Other work keeps the CPU busy while the calls holding the turns never finish."""
+    fit = fit_on(clocks)
+    step(fit, clocks, busy=1.0, calls=800)
+    step(fit, clocks, busy=1.0, calls=800)  # one thread kept
+    assert step(fit, clocks, busy=1.0, calls=0) == 16
+
+
+def test_a_model_paused_again_and_again_does_not_bring_one_thread_back_every_time(clocks):
+    fit = fit_on(clocks)
+    assert step(fit, clocks, busy=1.0, calls=800) == 1
+    assert step(fit, clocks, busy=0.05, calls=2) == 16  # the one thread waited: back
+    seen = []
+    for _ in range(6):  # busy, then paused twice, again and again
+        seen.append(step(fit, clocks, busy=1.0, calls=800))
+        seen.append(step(fit, clocks, busy=0.05, calls=2))
+        seen.append(step(fit, clocks, busy=0.05, calls=2))
+    assert 1 not in seen

@@ -180,6 +180,7 @@ def test_hammered_while_the_count_flaps_every_call_runs_exactly_once(fits):
                 results[key] = future.result(timeout=20)
                 seen_counts.add(made[0].allowed)
 
+        turns = ex._runtime.turns
         workers = [threading.Thread(target=submitter, args=(n,)) for n in range(8)]
         for worker in workers:
             worker.start()
@@ -189,3 +190,80 @@ def test_hammered_while_the_count_flaps_every_call_runs_exactly_once(fits):
     assert len(results) == 2400 and all(results[key] == key for key in results)
     assert set(ran.values()) == {1} and len(ran) == 2400
     assert len(seen_counts) > 1  # the count did move while the calls ran
+    assert turns.active == 0 and turns.parked == 0  # every turn given back, none counted twice
+
+
+def test_workers_park_when_the_count_drops(fits):
+    clocks = HandClocks()
+    made = fits(8, now=clocks.now, cpu=clocks.cpu_time)
+    spans = []
+    lock = threading.Lock()
+    pair = threading.Barrier(2, timeout=10)
+
+    def timed(i, together=False):
+        if together:
+            pair.wait()  # proves two workers run at once before the drop
+        start = time.monotonic()
+        time.sleep(0.002)
+        with lock:
+            spans.append((start, time.monotonic()))
+        return i
+
+    with Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True) as ex:
+        turns = ex._runtime.turns
+        first = [ex.submit(Event(timed, args=(i, True))) for i in range(2)]
+        assert [f.result(timeout=10) for f in first] == [0, 1]
+        made[0].allowed = 1
+        spans.clear()
+        later = [ex.submit(Event(timed, args=(i,))) for i in range(40)]
+        assert [f.result(timeout=10) for f in later] == list(range(40))
+    settled = sorted(spans)[8:]  # workers idle at the drop may each run one call before parking
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(settled, settled[1:]))
+    assert turns.active == 0 and turns.parked == 0  # every turn given back
+
+
+def test_a_stop_wakes_the_parked_workers_at_once(fits):
+    """No parked worker waits for its timer (an epoch of 30 s here) or for another to exit."""
+    fits(1, epoch=30.0)
+    release = threading.Event()
+    running = {}
+
+    def stall():
+        running["thread"] = threading.get_ident()
+        release.wait(20)
+
+    ex = Executor(Event, QueueConfig(queue_capacity=64, concurrency_limit=8), fit_threads=True)
+    ex.start()
+    try:
+        stuck = ex.submit(Event(stall))
+        rest = [ex.submit(Event(abs, args=(-i,))) for i in range(10)]
+        threads = ex._runtime.threads
+        turns = ex._runtime.turns
+        assert len(threads) > 1
+        ex.shutdown(wait=False)
+        parked = [t for t in threads if t.ident != running.get("thread")]
+        for thread in parked:
+            thread.join(5)
+            assert not thread.is_alive()
+        assert not stuck.done() and all(f.done() for f in rest)
+    finally:
+        release.set()
+    assert stuck.result(timeout=10) is None
+    for thread in threads:
+        thread.join(10)
+    assert turns.active == 0
+
+
+def test_the_last_parked_worker_taking_a_turn_asks_for_another_to_keep_time():
+    """Else, with fewer threads than the ceiling, stalled calls would wait with nobody deciding."""
+    from apiexec.execution.runtime import Turns
+
+    fit = ThreadFit(8, now=lambda: 0.0, cpu=lambda: 0.0)
+    fit.allowed = 2
+    asked = []
+    turns = Turns(fit, threading.Event(), grow=asked.append)
+    assert turns.take() is True  # a turn free: taken at once, and nobody is left parked
+    assert asked == [2]
+    assert turns.needs_ticker() is True
+    turns.give()
+    assert turns.active == 0
