@@ -33,6 +33,15 @@ def step(fit, clocks, busy, calls, seconds=EPOCH):
     return fit.decide(clocks.done)
 
 
+def settled_on_one_thread(clocks):
+    """A fit that tried one thread and kept it."""
+    fit = fit_on(clocks)
+    step(fit, clocks, busy=1.0, calls=800)
+    step(fit, clocks, busy=1.0, calls=800)
+    assert fit.allowed == 1
+    return fit
+
+
 def test_every_thread_may_run_at_first(clocks):
     fit = fit_on(clocks, ceiling=32)
     assert fit.allowed == 32
@@ -86,10 +95,7 @@ def test_moves_that_do_not_pay_are_tried_less_and_less_often(clocks):
 
 
 def test_a_waiting_client_lets_every_thread_run_at_once(clocks):
-    fit = fit_on(clocks)
-    step(fit, clocks, busy=1.0, calls=800)
-    step(fit, clocks, busy=1.0, calls=800)
-    assert fit.allowed == 1
+    fit = settled_on_one_thread(clocks)
     assert step(fit, clocks, busy=BUSY_LOW / 2, calls=3) == 16
 
 
@@ -106,11 +112,11 @@ def test_fewer_threads_that_leave_the_process_waiting_did_not_pay(clocks):
     assert step(fit, clocks, busy=1.0, calls=800) == 8
 
 
-def test_a_stalled_client_with_no_call_finished_gets_every_thread(clocks):
-    fit = fit_on(clocks)
-    step(fit, clocks, busy=1.0, calls=800)
-    step(fit, clocks, busy=1.0, calls=800)  # one thread kept
-    assert step(fit, clocks, busy=0.0, calls=0) == 16
+@pytest.mark.parametrize("busy", [0.0, 1.0], ids=["idle", "busy with other work"])
+def test_calls_stuck_for_a_whole_epoch_get_every_thread(clocks, busy):
+    """No call finished: the turns are held by stuck calls, whatever else keeps the CPU busy."""
+    fit = settled_on_one_thread(clocks)
+    assert step(fit, clocks, busy=busy, calls=0) == 16
 
 
 def test_too_few_calls_while_busy_extend_the_epoch(clocks):
@@ -149,14 +155,6 @@ def test_too_few_calls_put_the_next_decision_an_epoch_away(clocks):
     step(fit, clocks, busy=1.0, calls=3)
     assert fit.due(clocks.wall) is False
     assert fit.left(clocks.wall) == pytest.approx(EPOCH)
-
-
-def test_a_busy_process_whose_calls_are_stuck_gets_every_thread(clocks):
-    """Other work keeps the CPU busy while the calls holding the turns never finish."""
-    fit = fit_on(clocks)
-    step(fit, clocks, busy=1.0, calls=800)
-    step(fit, clocks, busy=1.0, calls=800)  # one thread kept
-    assert step(fit, clocks, busy=1.0, calls=0) == 16
 
 
 def test_a_model_paused_again_and_again_does_not_bring_one_thread_back_every_time(clocks):
