@@ -156,7 +156,7 @@ class RunState:
     def start_sending(self) -> None:
         """Before one call's sending: refuse it once halted; count it in flight.
 
-        Each successful call is followed by one :meth:`end_sending`.
+        Every call for which it returns is followed by one :meth:`end_sending`.
 
         Raises:
             NotSent: The run stopped admitting calls.
