@@ -136,10 +136,8 @@ class RateLimitAdmission:
         if not isinstance(used, int) or isinstance(used, bool):
             used = None
         if used is not None:  # also when nothing was reserved: the limit still holds
-            try:  # (as _best_effort, without a generator on every call's way)
+            with _best_effort("usage correction"):
                 self.limiter.adjust(reserved - used)
-            except StorageError as exc:
-                logger.warning("usage correction not recorded: %s", exc)
 
     def release(self, event: Any, reserved: int) -> None:
         """A call admitted but not run gives its tokens back."""
@@ -175,8 +173,7 @@ def limit_key_of(event: Any) -> str:
     if isinstance(key, str) and key:
         return key
     request = getattr(event, "request", None)
-    # (``type is dict`` first: an ABC isinstance check costs a Python call)
-    model = request.get("model") if type(request) is dict or isinstance(request, Mapping) else None
+    model = request.get("model") if isinstance(request, Mapping) else None
     if isinstance(model, str) and model:
         return model
     path = getattr(getattr(getattr(event, "endpoint", None), "config", None), "endpoint", None)

@@ -104,7 +104,7 @@ class CostMeter:
         except BaseException:  # cancelled or failed: no answer to count
             return
         request = getattr(call, "request", None)
-        model = request.get("model") if type(request) is dict or isinstance(request, Mapping) else None
+        model = request.get("model") if isinstance(request, Mapping) else None
         self.add(response, model if isinstance(model, str) else None)
 
     def add(self, response: Any, model: str | None = None) -> None:
@@ -112,7 +112,7 @@ class CostMeter:
         usage = read_usage(response)
         if usage is None:
             return
-        named = response.get("model") if type(response) is dict or isinstance(response, Mapping) else None
+        named = response.get("model") if isinstance(response, Mapping) else None
         name = named if isinstance(named, str) and named else model or "(no model)"
         cost = self.prices.usage_cost(response, model, usage=usage)
         with self._lock:

@@ -14,10 +14,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from apiexec.batch.breaker import Breaker
@@ -72,18 +73,12 @@ class Gated:
         self._run = run
 
     def call(self, request: Any, cache_control: bool = False, **kwargs: Any) -> Any:
-        self._run.start_sending()
-        try:
+        with self._run.sending():
             return self._endpoint.call(request, cache_control, **kwargs)
-        finally:
-            self._run.end_sending()
 
     def stream(self, request: Any, **kwargs: Any) -> Any:
-        self._run.start_sending()
-        try:
+        with self._run.sending():
             return self._endpoint.stream(request, **kwargs)
-        finally:
-            self._run.end_sending()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._endpoint, name)
@@ -153,10 +148,9 @@ class RunState:
     def outstanding(self) -> int:
         return self._outstanding
 
-    def start_sending(self) -> None:
-        """Before one call's sending: refuse it once halted; count it in flight.
-
-        Every call for which it returns is followed by one :meth:`end_sending`.
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[None]:
+        """Around one call's sending: refuse it once halted; count it in flight.
 
         Raises:
             NotSent: The run stopped admitting calls.
@@ -167,11 +161,11 @@ class RunState:
             self._in_flight += 1
             if self._first_send is None:
                 self._first_send = time.monotonic()
-
-    def end_sending(self) -> None:
-        """After one call's sending (answered or failed)."""
-        with self._lock:
-            self._in_flight -= 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def submitted(self) -> None:
         with self._lock:

@@ -125,7 +125,7 @@ class ThreadFit:
             done: Calls finished since the executor started (a running count).
         """
         now = self.now()
-        if now < self._next:
+        if not self.due(now):
             return self.allowed
         cpu = self._cpu()
         wall = now - self._start[0]

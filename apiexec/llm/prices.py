@@ -367,9 +367,8 @@ def read_usage(response: Any) -> Usage | None:
         ...                       "prompt_tokens_details": {"cached_tokens": 60}}})
         Usage(input=40, output=20, cached=60, cache_write=0, cache_write_1h=0)
     """
-    # (``type is dict`` first: an ABC isinstance check costs a Python call on every answer)
-    usage = response.get("usage") if type(response) is dict or isinstance(response, Mapping) else None
-    if type(usage) is not dict and not isinstance(usage, Mapping):
+    usage = response.get("usage") if isinstance(response, Mapping) else None
+    if not isinstance(usage, Mapping):
         return None
     if "prompt_tokens" in usage or "completion_tokens" in usage:  # OpenAI chat, completions, embeddings
         prompt = _count(usage.get("prompt_tokens"))
@@ -396,7 +395,7 @@ def read_usage(response: Any) -> Usage | None:
 
 def _get(usage: Mapping[str, Any], group: str, field: str) -> Any:
     details = usage.get(group)
-    return details.get(field) if type(details) is dict or isinstance(details, Mapping) else None
+    return details.get(field) if isinstance(details, Mapping) else None
 
 
 def _count(value: Any) -> int:
