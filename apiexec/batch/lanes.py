@@ -118,15 +118,14 @@ class Lanes:
         with self._lock:
             self._held.setdefault(key, deque()).append((next(self._order), item))
             self._count += 1
-            full = self._count >= self._hold
         if not self.pump(send):
             return False
-        while full and not self.stopped:
+        # Full is judged after each pump: one that sent every held line leaves
+        # nothing to wait for (waiting then for a held line to go would never end).
+        while self._count >= self._hold and not self.stopped:
             self._wait(lambda: self.stopped or self._pick(peek=True) is not None)
             if not self.pump(send):
                 return False
-            with self._lock:
-                full = self._count >= self._hold
         return not self.stopped
 
     def drain(self, send: Send) -> bool:

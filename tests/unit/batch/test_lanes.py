@@ -67,6 +67,26 @@ def test_when_the_hold_is_full_offer_waits_for_room():
     assert waits and send.sent == [0, 1, 2]
 
 
+def test_offer_does_not_wait_once_a_pump_sent_every_held_line():
+    """A hold no bigger than the window: one pump may send all of it; then there is nothing to wait for."""
+    lanes = None
+
+    def wait(ready):
+        while lanes._in_window:
+            lanes.done("m")  # every call in the window ends while the reader waits
+        assert ready(), "waited for a held line to go although none was left"
+
+    lanes = Lanes(2, wait, hold=2)
+    send = Recorder()
+    for i in range(3):
+        assert lanes.offer("m", i, send)
+    assert send.sent == [0, 1] and lanes.held == 1  # the window is full: 2 is held
+    lanes.done("m")
+    lanes.done("m")  # the window empties; nobody pumps until the next line
+    assert lanes.offer("m", 3, send)  # held too (2 waits): the hold is full, yet one pump sends both
+    assert send.sent == [0, 1, 2, 3] and lanes.held == 0
+
+
 def test_drain_sends_everything_held():
     lanes, send = Lanes(2, lambda ready: None), Recorder()
     for i in range(5):
