@@ -32,6 +32,7 @@ import functools
 import logging
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -272,9 +273,14 @@ def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
     Returns when every call has finished, or at a second interrupt.
     """
     stopped = False
+    # After a stop, also when the executor itself has nothing left: a Ctrl-C
+    # raised in the reader between a submit and its add_done_callback leaves
+    # a call counted that no callback will ever uncount (then counted abandoned,
+    # its line left for the next run) -- the run must not wait for it forever.
+    idle = threading.Event()
 
     def settled() -> bool:
-        return run.outstanding == 0 or run.interrupts > 1 or (run.halted and not stopped)
+        return run.outstanding == 0 or run.interrupts > 1 or (run.halted and not stopped) or idle.is_set()
 
     while True:
         try:
@@ -287,8 +293,20 @@ def _drain(run: RunState, executor: RateLimitedExecutor) -> None:
             # cancel what is queued or waiting for capacity; calls being answered go on.
             executor.shutdown(wait=False)
             stopped = True
+            _wake_when_idle(executor, run, idle)
             continue
         return
+
+
+def _wake_when_idle(executor: RateLimitedExecutor, run: RunState, idle: threading.Event) -> None:
+    """Set ``idle`` and wake the run once every call the executor took has ended (a daemon thread)."""
+
+    def watch() -> None:
+        executor.join()  # blocks on the executor's condition: its callbacks have all run by then
+        idle.set()
+        run.wake.set()
+
+    threading.Thread(target=watch, name="apiexec-drain", daemon=True).start()
 
 
 def _submit_all(
@@ -316,13 +334,18 @@ def _submit_all(
             line.body,
             requires_tokens=count_tokens,
         )
+        done = functools.partial(finished, line_key(line.body, line.path), line, call)
+        run.submitted()  # counted first: a Ctrl-C in between must not let the call's callback uncount it
         try:
             future = executor.submit(call)
         except (StorageError, BudgetExceeded) as exc:  # refused before it was queued
+            run.unsubmitted()
             run.trip(refusal_reason(exc) or str(exc))
             return False
-        run.submitted()
-        future.add_done_callback(functools.partial(finished, line_key(line.body, line.path), line, call))
+        except BaseException:
+            run.unsubmitted()
+            raise
+        future.add_done_callback(done)
         return True
 
     def finished(key: str, line: BatchLine, call: APICalling, future: Any) -> None:

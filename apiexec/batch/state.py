@@ -172,6 +172,12 @@ class RunState:
             self._outstanding += 1
             self.summary.submitted += 1
 
+    def unsubmitted(self) -> None:
+        """Take back :meth:`submitted`: the executor refused the call."""
+        with self._lock:
+            self._outstanding -= 1
+            self.summary.submitted -= 1
+
     def on_done(self, line: BatchLine, call: APICalling, future: Any, *, wake: bool = False) -> None:
         """Write a finished call's row (the future's done-callback, on a worker).
 

@@ -81,6 +81,46 @@ def test_ctrl_c_from_python_is_reraised_after_the_answers_in_flight_are_written(
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.timeout(30)
+def test_a_ctrl_c_between_a_submit_and_its_callback_does_not_hang_the_run(tmp_path, monkeypatch):
+    """SIGINT not among the stop signals: Python raises KeyboardInterrupt at any point of the reader.
+
+    Landing after a call was queued but before its done-callback was attached,
+    it left a call counted that nothing would uncount: the run waited for a
+    second Ctrl-C. It now ends once the executor has nothing left.
+    """
+    from apiexec.rate_limited import RateLimitedExecutor
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_input(inp, 50)
+    submit = RateLimitedExecutor.submit
+    count = [0]
+
+    def interrupted_submit(self, call):
+        future = submit(self, call)
+        count[0] += 1
+        if count[0] == 5:
+
+            def ctrl_c(callback):
+                raise KeyboardInterrupt  # as the default SIGINT handler would, before the callback is attached
+
+            future.add_done_callback = ctrl_c
+        return future
+
+    monkeypatch.setattr(RateLimitedExecutor, "submit", interrupted_submit)
+    with LoopbackAPI() as api:
+        with pytest.raises(BatchInterrupted) as caught:
+            run_batch(options(api.url, inp, out, concurrency=2, stop_signals=(signal.SIGTERM,)))
+        summary = caught.value.summary
+        assert summary.interrupted and summary.abandoned == 1  # the call without a callback: left for the next run
+        assert len(rows_of(out)) == summary.succeeded <= 5
+        monkeypatch.setattr(RateLimitedExecutor, "submit", submit)
+        again = run_batch(options(api.url, inp, out, concurrency=2))
+    assert again.exit_code == 0
+    ids = [row["custom_id"] for row in rows_of(out)]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 50  # one row per line, none twice
+
+
 def test_a_failing_disk_stops_admitting_at_once(tmp_path, monkeypatch):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_input(inp, 300)
