@@ -1,0 +1,86 @@
+"""Response headers read without the ``email`` package, same result.
+
+``http.client`` reads a response's header lines itself, then hands them to
+``email.parser`` to build the :class:`http.client.HTTPMessage` that urllib3
+and requests read. That parser is general (MIME, folding, envelopes) and
+slow: about 45 µs for the five headers of a small nginx answer, more than
+the rest of the response's handling in ``http.client`` and urllib3 together
+(an answer from an instant server costs apiexec's whole call path about
+500 µs of CPU).
+
+:func:`parse_headers` builds the same message straight from the lines when
+every line is a plain ``Name: value`` line, which is what servers send; the
+first line that is anything else (a folded value, no colon, a stray ``\\r``,
+a line cut by the end of the stream) sends the whole block to ``email.parser`` as
+before. ``tests/unit/http/test_fast_headers.py`` checks both give the same
+message (items, ``get_all``, defects, payload) on generated blocks.
+
+:class:`FastHeadersResponse` is an :class:`http.client.HTTPResponse` whose
+``begin`` is CPython's own, run with :func:`parse_headers` in place of
+``http.client.parse_headers`` (the same code object with one name bound
+differently; nothing else in the process changes). The endpoint's
+connections use it (``response_class``). On a Python whose ``begin`` no
+longer calls ``parse_headers`` it is the plain class.
+
+Example:
+    >>> import io
+    >>> msg = parse_headers(io.BytesIO(b"Content-Type: application/json\\r\\nX-A:  1 \\r\\n\\r\\n"))
+    >>> msg.items(), msg["content-type"]
+    ([('Content-Type', 'application/json'), ('X-A', '1 ')], 'application/json')
+"""
+
+from __future__ import annotations
+
+import email.parser
+import http.client
+import re
+import types
+from typing import Any, BinaryIO, Final
+
+#: A plain header line: a field name (the characters ``email.feedparser``
+#: accepts in one, at least one), a colon, a value without CR or LF (where
+#: the email parser breaks lines), then CRLF or LF.
+_PLAIN: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+:[^\r\n]*\r?\n")
+
+
+def parse_headers(fp: BinaryIO, _class: type[http.client.HTTPMessage] = http.client.HTTPMessage) -> Any:
+    """``http.client.parse_headers``, without ``email.parser`` for plain lines.
+
+    Raises:
+        http.client.LineTooLong: A header line is too long (as http.client).
+        http.client.HTTPException: Too many headers (as http.client).
+    """
+    lines = http.client._read_headers(fp)  # type: ignore[attr-defined]  # the limits stay http.client's
+    fields = lines[:-1]
+    plain = _PLAIN.fullmatch
+    if not all(map(plain, fields)):  # ("From " lines do not match: no space in a name)
+        return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+    message = _class()
+    for line in fields:
+        name, _, value = line.decode("iso-8859-1").partition(":")
+        message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))  # as the compat32 policy stores it
+    message.set_payload("")
+    return message
+
+
+def _fast_begin() -> Any:
+    """CPython's ``HTTPResponse.begin`` calling :func:`parse_headers`, or None."""
+    begin = http.client.HTTPResponse.begin
+    code = getattr(begin, "__code__", None)
+    if code is None or "parse_headers" not in code.co_names or not hasattr(http.client, "_read_headers"):
+        return None
+    names = dict(vars(http.client))
+    names["parse_headers"] = parse_headers
+    return types.FunctionType(code, names, begin.__name__, begin.__defaults__, begin.__closure__)
+
+
+class FastHeadersResponse(http.client.HTTPResponse):
+    """An ``http.client`` response whose headers are read by :func:`parse_headers`."""
+
+
+_BEGIN = _fast_begin()
+if _BEGIN is not None:
+    FastHeadersResponse.begin = _BEGIN  # type: ignore[method-assign]
+
+
+__all__ = ["FastHeadersResponse", "parse_headers"]
