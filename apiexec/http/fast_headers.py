@@ -3,10 +3,9 @@
 ``http.client`` reads a response's header lines itself, then hands them to
 ``email.parser`` to build the :class:`http.client.HTTPMessage` that urllib3
 and requests read. That parser is general (MIME, folding, envelopes) and
-slow: about 45 µs for the five headers of a small nginx answer, more than
-the rest of the response's handling in ``http.client`` and urllib3 together
-(an answer from an instant server costs apiexec's whole call path about
-500 µs of CPU).
+slow: about 45 µs for the five headers of a small nginx answer, against
+about 10 µs here. One call to an instant server (nginx, sequential POSTs)
+took 468 µs of CPU with it and 398 µs without it.
 
 :func:`parse_headers` builds the same message straight from the lines when
 every line is a plain ``Name: value`` line, which is what servers send; the
