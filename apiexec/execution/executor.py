@@ -322,7 +322,14 @@ class Executor(SeedFront):
         except BaseException:  # Ctrl-C while blocked on a full queue
             self._cancel(item)
             raise
-        runtime.ensure_worker(runtime.step)
+        try:
+            runtime.ensure_worker(runtime.step)
+        except BaseException as exc:  # no thread could start, or Ctrl-C while one started
+            # Queued already: a call that has not started never will (submit raises,
+            # so its caller takes it for not sent); one a worker took runs on.
+            if item.future.cancel() or not isinstance(exc, Exception):
+                raise
+            logger.exception("starting a worker thread failed; the workers running take the call")
 
     def _admit(self, item: WorkItem, stop: threading.Event, *, reraise: bool = False) -> bool:
         """Ask the admission policy; False when the call must not run."""

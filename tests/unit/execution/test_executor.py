@@ -427,3 +427,45 @@ def test_foreign_events_without_an_execution_are_still_accounted_for():
         ex.append(never)  # not forwarded: cancelled at exit
     assert done.ran == 1 and never.ran == 0
     assert ex.is_all_processed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("error", [RuntimeError("can't start new thread"), KeyboardInterrupt()])
+def test_a_worker_that_cannot_start_leaves_no_queued_call_to_run_later(monkeypatch, error):
+    """submit raising means not sent: a call queued before the failure is cancelled, never run."""
+    import apiexec.execution.runtime as rt
+
+    ran = []
+
+    def no_thread(self, take):
+        raise error
+
+    monkeypatch.setattr(rt.Runtime, "ensure_worker", no_thread)
+    ex = make()
+    ex.start()
+    with pytest.raises(type(error)):
+        ex.submit(Event(ran.append, args=("ran",)))
+    monkeypatch.undo()
+    later = ex.submit(Event(ran.append, args=("later",)))  # starts a worker: it meets the cancelled call first
+    later.result(timeout=10)
+    ex.shutdown(wait=True)
+    assert ran == ["later"]
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_thread_start_after_a_worker_took_the_call_lets_it_run(monkeypatch, caplog):
+    import apiexec.execution.runtime as rt
+
+    started = threading.Event()
+    real = rt.Runtime.ensure_worker
+
+    def start_then_fail(self, take):
+        real(self, take)
+        assert started.wait(10)  # the worker took the call
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(rt.Runtime, "ensure_worker", start_then_fail)
+    with make() as ex:
+        future = ex.submit(Event(lambda: started.set() or "done"))
+        assert future.result(timeout=10) == "done"
+    assert "starting a worker thread failed" in caplog.text
