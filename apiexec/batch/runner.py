@@ -334,7 +334,7 @@ def _submit_all(
             line.body,
             requires_tokens=count_tokens,
         )
-        done = functools.partial(finished, line_key(line.body, line.path), line, call)
+        callback = functools.partial(finished, line_key(line.body, line.path), line, call)
         run.submitted()  # counted first: a Ctrl-C in between must not let the call's callback uncount it
         try:
             future = executor.submit(call)
@@ -345,7 +345,7 @@ def _submit_all(
         except BaseException:
             run.unsubmitted()
             raise
-        future.add_done_callback(done)
+        future.add_done_callback(callback)
         return True
 
     def finished(key: str, line: BatchLine, call: APICalling, future: Any) -> None:

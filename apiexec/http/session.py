@@ -21,7 +21,7 @@
   hooks, so requests' ``send``, its errors and any patch of it stay as they are);
 - response headers read without the ``email`` package when they are plain
   ``Name: value`` lines (:mod:`apiexec.http.fast_headers`: same message,
-  about a third of the cost);
+  in about a quarter of the time);
 - urllib3's debug log redacted (it logs each request's URL, query included).
 
 Thread-safety contract: one session is shared by every worker thread of an
