@@ -10,8 +10,8 @@ took 468 µs of CPU with it and 398 µs without it.
 :func:`parse_headers` builds the same message straight from the lines when
 every line is a plain ``Name: value`` line, which is what servers send; the
 first line that is anything else (a folded value, no colon, a stray ``\\r``,
-a line cut by the end of the stream) sends the whole block to ``email.parser`` as
-before. ``tests/unit/http/test_fast_headers.py`` checks both give the same
+a line cut by the end of the stream) sends the whole block to
+``http.client.parse_headers`` as before. ``tests/unit/http/test_fast_headers.py`` checks both give the same
 message (items, ``get_all``, defects, payload) on generated blocks.
 
 :class:`FastHeadersResponse` is an :class:`http.client.HTTPResponse` whose
@@ -30,8 +30,8 @@ Example:
 
 from __future__ import annotations
 
-import email.parser
 import http.client
+import io
 import re
 import types
 from typing import Any, BinaryIO, Final
@@ -53,7 +53,7 @@ def parse_headers(fp: BinaryIO, _class: type[http.client.HTTPMessage] = http.cli
     fields = lines[:-1]
     plain = _PLAIN.fullmatch
     if not all(map(plain, fields)):  # ("From " lines do not match: no space in a name)
-        return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+        return http.client.parse_headers(io.BytesIO(b"".join(lines)), _class)  # the lines, read again by http.client
     message = _class()
     for line in fields:
         name, _, value = line.decode("iso-8859-1").partition(":")
