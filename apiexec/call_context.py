@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -208,6 +209,22 @@ def wait_before_retry(seconds: float, waiter: Waiter = REAL) -> None:
         raise ExecutorNotRunning("the executor shut down while a call waited to retry")
 
 
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    """The response's request id header, if any.
+
+    requests' headers keep ``lower-case name -> (name, value)`` at hand: a
+    lookup there spares the ``KeyError`` each ``in`` on them raises inside
+    (two per response, most of them without either header). requests is
+    not imported here for it: headers of its type exist only once it is.
+    """
+    structures = sys.modules.get("requests.structures")
+    if structures is not None and isinstance(headers, structures.CaseInsensitiveDict):
+        store = headers._store
+        found = next((store[h] for h in REQUEST_ID_HEADERS if h in store), None)
+        return None if found is None else found[1]
+    return next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
+
+
 def note_response(status_code: int, headers: Mapping[str, str]) -> None:
     """Tell the running call's observers about a response."""
     ctx = _current.get()
@@ -215,6 +232,6 @@ def note_response(status_code: int, headers: Mapping[str, str]) -> None:
         return
     ctx.status_code = status_code
     if isinstance(headers, Mapping):
-        ctx.request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
+        ctx.request_id = _request_id(headers)
     for observer in list(ctx.observers):
         observer(status_code, headers)

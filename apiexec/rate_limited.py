@@ -25,12 +25,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from apiexec._checks import check_positive_number
@@ -123,12 +122,10 @@ class RateLimitAdmission:
         info = parse_rate_limit_headers(headers)  # cheap for the usual response without any
         if info.is_empty:
             return
-        with _best_effort("rate-limit headers"):
-            self.limiter.backend.sync(_server_limits(info))
+        _best_effort("rate-limit headers", self.limiter.backend.sync, _server_limits(info))
         if status_code == 429 and info.retry_after:
             logger.info("server rate limit: pausing every call for %.3fs", info.retry_after)
-            with _best_effort("server pause"):
-                self.limiter.pause(info.retry_after)
+            _best_effort("server pause", self.limiter.pause, info.retry_after)
 
     def settle(self, event: Any, reserved: int) -> None:
         """Correct the token bucket by the usage the response reported."""
@@ -136,14 +133,12 @@ class RateLimitAdmission:
         if not isinstance(used, int) or isinstance(used, bool):
             used = None
         if used is not None:  # also when nothing was reserved: the limit still holds
-            with _best_effort("usage correction"):
-                self.limiter.adjust(reserved - used)
+            _best_effort("usage correction", self.limiter.adjust, reserved - used)
 
     def release(self, event: Any, reserved: int) -> None:
         """A call admitted but not run gives its tokens back."""
         if reserved:
-            with _best_effort("token refund"):
-                self.limiter.adjust(reserved)
+            _best_effort("token refund", self.limiter.adjust, reserved)
 
     def wake(self) -> None:
         """Wake every waiter (shutdown)."""
@@ -455,15 +450,15 @@ class RateLimitedExecutor(Executor):
         return self.limiter.try_acquire(tokens_of(event))
 
 
-@contextlib.contextmanager
-def _best_effort(what: str) -> Iterator[None]:
-    """Bookkeeping after a response must not lose the response.
+def _best_effort(what: str, change: Callable[[Any], None], argument: Any) -> None:
+    """``change(argument)``: bookkeeping after a response must not lose the response.
 
     A storage that fails here is logged; the quota still holds, because no
-    call is admitted without the storage.
+    call is admitted without the storage. (A plain call: a generator-based
+    context manager cost more than the bucket update it guarded.)
     """
     try:
-        yield
+        change(argument)
     except StorageError as exc:
         logger.warning("%s not recorded: %s", what, exc)
 

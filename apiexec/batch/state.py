@@ -14,11 +14,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apiexec.batch.breaker import Breaker
@@ -73,12 +72,18 @@ class Gated:
         self._run = run
 
     def call(self, request: Any, cache_control: bool = False, **kwargs: Any) -> Any:
-        with self._run.sending():
+        self._run.start_sending()
+        try:
             return self._endpoint.call(request, cache_control, **kwargs)
+        finally:
+            self._run.end_sending()
 
     def stream(self, request: Any, **kwargs: Any) -> Any:
-        with self._run.sending():
+        self._run.start_sending()
+        try:
             return self._endpoint.stream(request, **kwargs)
+        finally:
+            self._run.end_sending()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._endpoint, name)
@@ -148,9 +153,12 @@ class RunState:
     def outstanding(self) -> int:
         return self._outstanding
 
-    @contextlib.contextmanager
-    def sending(self) -> Iterator[None]:
-        """Around one call's sending: refuse it once halted; count it in flight.
+    def start_sending(self) -> None:
+        """Before one call's sending: refuse it once halted; count it in flight.
+
+        Each call that returns is matched by one :meth:`end_sending` (a
+        ``try``/``finally`` in :class:`Gated`: a generator-based context
+        manager here cost more per line than the rest of this bookkeeping).
 
         Raises:
             NotSent: The run stopped admitting calls.
@@ -161,11 +169,11 @@ class RunState:
             self._in_flight += 1
             if self._first_send is None:
                 self._first_send = time.monotonic()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+
+    def end_sending(self) -> None:
+        """After one call's sending (see :meth:`start_sending`)."""
+        with self._lock:
+            self._in_flight -= 1
 
     def submitted(self) -> None:
         with self._lock:

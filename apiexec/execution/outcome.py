@@ -74,6 +74,17 @@ def set_execution(event: Any, status: ExecutionStatus | str, *, error: str) -> N
 
 def resolve(future: cf.Future[Any], status: ExecutionStatus, result: Any, error: BaseException | None) -> None:
     """Resolve a future unless it already is (a caller may have cancelled it)."""
+    if status is not ExecutionStatus.CANCELLED and getattr(future, "_state", None) == "RUNNING":
+        # The usual end: nobody can cancel a running future, and its worker alone resolves it.
+        # (Asking done() and running() first took the future's lock twice more per call.)
+        try:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            return
+        except cf.InvalidStateError:  # resolved after all: the checks below decide
+            pass
     if future.done():
         notify_cancelled(future)  # a caller's cancel(): let cf.wait see it
         return

@@ -34,6 +34,7 @@ from __future__ import annotations
 import http.client
 import os
 import urllib.parse
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -215,7 +216,7 @@ class PooledAdapter(HTTPAdapter):
             >>> response.status_code, response.headers["content-type"], response.encoding, len(response.cookies)
             (200, 'application/json; charset=utf-8', 'utf-8', 0)
         """
-        response = requests.Response()
+        response = _Response()
         response.status_code = resp.status
         raw_headers = resp.headers  # repeated fields joined with ", ", as requests joins them
         headers: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
@@ -259,6 +260,41 @@ class PooledAdapter(HTTPAdapter):
         if not stream:
             _read_capped(response, self.max_body_bytes)
         return response
+
+
+class _Response(requests.Response):
+    """requests' ``Response``, built without the parts :meth:`PooledAdapter.build_response` replaces.
+
+    ``Response()`` fills a cookie jar (with its own cookie policy), a
+    header dict and a ``timedelta`` that the adapter replaces at once or
+    that most answers never use: together they cost more than the rest of
+    building the response. Here the jar is made when first asked for;
+    everything else is as requests leaves it (pickling included).
+    """
+
+    def __init__(self) -> None:  # every field of requests.Response.__init__, set here or by build_response
+        self._content: Any = False
+        self._content_consumed = False
+        self._next = None
+        self.history = []
+        self.elapsed = _NO_TIME
+        self.request = None  # type: ignore[assignment]  # (as requests.Response leaves it)
+
+    @property
+    def cookies(self) -> requests.cookies.RequestsCookieJar:
+        """The response's cookie jar (made on first use)."""
+        jar = self.__dict__.get("_cookie_jar")
+        if jar is None:
+            jar = self.__dict__["_cookie_jar"] = requests.cookies.cookiejar_from_dict({})
+        return jar
+
+    @cookies.setter
+    def cookies(self, jar: requests.cookies.RequestsCookieJar) -> None:
+        self.__dict__["_cookie_jar"] = jar
+
+
+#: A response's elapsed time until the sender sets it (timedelta is immutable).
+_NO_TIME = timedelta(0)
 
 
 def _within_deadline(timeout: Any) -> Any:

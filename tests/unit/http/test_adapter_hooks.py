@@ -8,6 +8,7 @@ as the same requests exception; the same answer must give equal responses.
 from __future__ import annotations
 
 import http.server
+import pickle
 import threading
 from collections.abc import Iterator
 from unittest import mock
@@ -91,6 +92,27 @@ def test_direct_response_equals_requests_response(server: str) -> None:
     wire_ours, wire_theirs = _Handler.seen
     assert wire_ours[0] == wire_theirs[0] and wire_ours[2] == wire_theirs[2]
     assert {k.lower() for k in wire_ours[1]} == {k.lower() for k in wire_theirs[1]}
+
+
+def test_the_response_has_every_field_of_requests_own_and_pickles_alike(server: str) -> None:
+    session = _session(server)
+    try:
+        ours, theirs = _both(session, server + "/chat")
+    finally:
+        session.close()
+    assert type(ours) is not requests.Response and isinstance(ours, requests.Response)
+    fields = requests.Response.__attrs__ + ["_content_consumed", "_next", "request", "history", "elapsed"]
+    assert all(hasattr(ours, name) for name in fields)
+    assert (ours.history, ours._next, type(ours.cookies), len(ours.cookies)) == ([], None, type(theirs.cookies), 0)
+    ours.cookies.set("k", "v")  # the jar made on first use is kept
+    assert ours.cookies.get("k") == "v"
+    ours.cookies = requests.cookies.cookiejar_from_dict({"other": "1"})
+    assert dict(ours.cookies) == {"other": "1"}
+    again = pickle.loads(pickle.dumps(ours))
+    assert (again.status_code, again.headers, again.json(), dict(again.cookies)) == (
+        ours.status_code, ours.headers, ours.json(), {"other": "1"},
+    )  # fmt: skip
+    assert again.elapsed == ours.elapsed and again.url == theirs.url
 
 
 def test_cookies_set_by_the_server_reach_the_jar(server: str) -> None:

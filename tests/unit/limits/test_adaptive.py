@@ -158,3 +158,18 @@ def test_well_past_the_last_overload_the_limit_speeds_up():
     aimd = AIMD(max_limit=64)
     state = AIMDState(limit=12.0, threshold=6.0, overload_at=9.0, probe_rate=MIN_PROBE_RATE)
     assert aimd.on_success(state, latency=None, in_flight=12, now=0.0).limit == 12.0 + BEYOND_PEAK_STEP
+
+
+def test_a_success_keeps_every_field_it_does_not_change() -> None:
+    """The fast copy of the state on each success carries every field (a new field must be added to it)."""
+    from apiexec.limits import adaptive
+
+    state = AIMDState(
+        limit=7.0, threshold=9.0, short_latency=0.5, long_latency=0.25, samples=3,
+        last_decrease=12.0, overload_at=8.0, probe_rate=0.5,
+    )  # fmt: skip
+    copied = {"limit", "threshold", "short_latency", "long_latency", "samples", "last_decrease", "overload_at", "probe_rate"}
+    assert {f.name for f in dataclasses.fields(AIMDState)} == copied  # a new field: copy it in _evolve too
+    for field in dataclasses.fields(AIMDState):
+        changed = {field.name: 1} if field.name in ("limit", "short_latency", "long_latency", "samples") else {}
+        assert adaptive._evolve(state, **changed) == dataclasses.replace(state, **changed)
