@@ -37,19 +37,21 @@ Example:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from datetime import timedelta
+from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
 import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.exceptions import InvalidJSONError
+from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
 from apiexec.http.session import CredentialSession
 
-__all__ = ["RequestTemplate", "encode_json"]
+__all__ = ["RequestHeaders", "RequestTemplate", "encode_json"]
 
 _new_prepared = requests.PreparedRequest.__new__
 
@@ -85,6 +87,45 @@ def _holds_cookies(jar: Any) -> bool:
     """
     store = getattr(jar, "_cookies", None)
     return bool(store) if isinstance(store, dict) else bool(jar)
+
+
+class RequestHeaders(CaseInsensitiveDict):
+    """requests' ``CaseInsensitiveDict`` for a request's headers, read in fewer steps.
+
+    urllib3 copies a request's headers and walks them twice (names, then
+    items) for every request; the generic ``Mapping`` way runs a generator
+    step and a ``__getitem__`` per header each time. Here the names and
+    items come straight from the dict requests keeps (``lower-case name ->
+    (name, value)``), and a copy copies that dict: the same content, in the
+    same order, as requests' own class gives.
+
+    Example:
+        >>> headers = RequestHeaders({"Content-Type": "application/json", "X-A": "1"})
+        >>> list(headers), list(headers.items()), headers.copy()["content-type"], type(headers.copy()).__name__
+        (['Content-Type', 'X-A'], [('Content-Type', 'application/json'), ('X-A', '1')], 'application/json', 'RequestHeaders')
+    """
+
+    _store: dict[str, tuple[str, Any]]
+
+    def __iter__(self) -> Iterator[str]:
+        return map(itemgetter(0), self._store.values())
+
+    def items(self) -> ItemsView[str, Any]:
+        return _StoredItems(self)
+
+    def copy(self) -> RequestHeaders:
+        copied = RequestHeaders()
+        copied._store = self._store.copy()
+        return copied
+
+
+class _StoredItems(ItemsView):
+    """``items()`` of :class:`RequestHeaders`: its stored ``(name, value)`` pairs."""
+
+    _mapping: RequestHeaders
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._mapping._store.values())
 
 
 class RequestTemplate:
@@ -153,8 +194,8 @@ class RequestTemplate:
                 check_header_validity((name, value))
                 store[name.lower()] = (name, value)
         store["content-length"] = ("Content-Length", str(len(body)))
-        merged: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
-        merged._store = store  # type: ignore[attr-defined]
+        merged = RequestHeaders()
+        merged._store = store
         prepared = _new_prepared(requests.PreparedRequest)
         prepared.__dict__.update(self._attrs)
         prepared.headers = merged

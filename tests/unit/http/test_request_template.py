@@ -17,7 +17,7 @@ import responses
 from apiexec import APIStatusError, Endpoint, EndpointConfig
 from apiexec.call_context import call_context
 from apiexec.http import endpoint as endpoint_module
-from apiexec.http.request_template import RequestTemplate, encode_json
+from apiexec.http.request_template import RequestHeaders, RequestTemplate, encode_json
 from apiexec.http.session import CredentialSession, create_session
 
 KEY = "apiexec-template-credential-0123456789"
@@ -70,6 +70,22 @@ def test_template_request_equals_what_requests_prepares(kw):
         assert list(ours.headers.items()) == list(theirs.headers.items())
     finally:
         session.close()
+
+
+def test_request_headers_read_as_requests_own_dict():
+    pairs = [("Content-Type", "application/json"), ("X-Api-Key", "k"), ("accept", "*/*")]
+    ours, theirs = RequestHeaders(pairs), requests.structures.CaseInsensitiveDict(pairs)
+    assert list(ours) == list(theirs) and list(ours.items()) == list(theirs.items())
+    assert ours == theirs and len(ours.items()) == 3
+    assert [(pair in ours.items()) for pair in (("X-API-KEY", "k"), ("x-api-key", "no"))] == [
+        (pair in theirs.items()) for pair in (("X-API-KEY", "k"), ("x-api-key", "no"))
+    ]
+    assert ("X-Api-Key", "k") in ours.items() and ours.items() & {("accept", "*/*")} == {("accept", "*/*")}
+    copied = ours.copy()
+    copied["x-api-key"] = "other"
+    del copied["ACCEPT"]
+    assert type(copied) is RequestHeaders and ours["x-api-key"] == "k" and "accept" in ours
+    assert list(copied.items()) == [("Content-Type", "application/json"), ("x-api-key", "other")]
 
 
 def test_per_call_headers_override_remove_and_are_checked():
