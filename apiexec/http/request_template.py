@@ -46,10 +46,11 @@ from typing import Any
 import requests
 from requests.cookies import extract_cookies_to_jar
 from requests.exceptions import InvalidJSONError
+from requests.models import REDIRECT_STATI
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
-from apiexec.http.session import CredentialSession
+from apiexec.http.session import CredentialSession, has_header
 
 __all__ = ["RequestHeaders", "RequestTemplate", "encode_json"]
 
@@ -222,9 +223,9 @@ class RequestTemplate:
         )
         response.elapsed = timedelta(seconds=perf_counter() - start)
         response_headers = response.headers
-        if "set-cookie" in response_headers or "set-cookie2" in response_headers:
+        if has_header(response_headers, "set-cookie") or has_header(response_headers, "set-cookie2"):
             extract_cookies_to_jar(session.cookies, prepared, response.raw)
-        if response.is_redirect:
+        if response.status_code in REDIRECT_STATI and has_header(response_headers, "location"):  # is_redirect
             response = self._follow(response, prepared, stream)
         return response
 

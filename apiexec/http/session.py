@@ -218,9 +218,8 @@ class PooledAdapter(HTTPAdapter):
         """
         response = _Response()
         response.status_code = resp.status
-        raw_headers = resp.headers  # repeated fields joined with ", ", as requests joins them
         headers: requests.structures.CaseInsensitiveDict[str] = requests.structures.CaseInsensitiveDict()
-        headers._store = {name.lower(): (name, raw_headers[name]) for name in raw_headers}  # type: ignore[attr-defined]
+        headers._store = _header_store(resp.headers)  # type: ignore[attr-defined]
         response.headers = headers
         response.encoding = requests.utils.get_encoding_from_headers(headers)
         response.raw = resp
@@ -297,6 +296,36 @@ class _Response(requests.Response):
 _NO_TIME = timedelta(0)
 
 
+def _header_store(raw_headers: Any) -> dict[str, tuple[str, str]]:
+    """requests' header index (``lower-case name -> (name, value)``) of urllib3's headers.
+
+    Repeated fields are joined with ``", "``, as requests joins them. urllib3's
+    own index (``lower-case name -> [name, value, ...]``) is read directly
+    when it is there: its ``__getitem__`` per name cost a call, a type check
+    and a ``lower()`` each.
+    """
+    if type(raw_headers) is urllib3.HTTPHeaderDict:
+        return {key: (values[0], ", ".join(values[1:])) for key, values in raw_headers._container.items()}
+    return {name.lower(): (name, raw_headers[name]) for name in raw_headers}
+
+
+def has_header(headers: Any, name: str) -> bool:
+    """``name in headers`` (``name`` in lower case) without the ``KeyError`` a miss raises inside.
+
+    requests' ``CaseInsensitiveDict`` answers ``in`` through ``Mapping``: a
+    lookup that raises and catches ``KeyError`` for every header a response
+    does not have (``Set-Cookie``, ``Location``, ``Content-Encoding``: most).
+
+    Example:
+        >>> headers = requests.structures.CaseInsensitiveDict({"Location": "/x"})
+        >>> has_header(headers, "location"), has_header(headers, "set-cookie"), has_header({"a": 1}, "a")
+        (True, False, True)
+    """
+    if isinstance(headers, requests.structures.CaseInsensitiveDict):
+        return name in headers._store  # type: ignore[attr-defined]
+    return name in headers
+
+
 def _within_deadline(timeout: Any) -> Any:
     """Socket timeouts no longer than the time left to the call's deadline."""
     alarm = CURRENT_ALARM.get()
@@ -318,7 +347,7 @@ def _read_capped(response: requests.Response, limit: int) -> None:
     raw = response.raw
     length = getattr(raw, "length_remaining", None)
     try:
-        if isinstance(length, int) and "content-encoding" not in response.headers:
+        if isinstance(length, int) and not has_header(response.headers, "content-encoding"):
             if length > limit:
                 raise _too_large(response, limit)
             response._content = _read_all(raw)
