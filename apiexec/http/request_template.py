@@ -36,12 +36,13 @@ Example:
 
 from __future__ import annotations
 
+import copyreg
 import json
 from collections.abc import ItemsView, Iterator, Mapping
 from datetime import timedelta
 from operator import itemgetter
 from time import perf_counter
-from typing import Any
+from typing import Any, SupportsIndex
 
 import requests
 from requests.cookies import extract_cookies_to_jar
@@ -118,6 +119,10 @@ class RequestHeaders(CaseInsensitiveDict):
         copied = RequestHeaders()
         copied._store = self._store.copy()
         return copied
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        """Pickled as requests' own ``CaseInsensitiveDict``: a pickle needs only requests to load."""
+        return copyreg._reconstructor, (CaseInsensitiveDict, object, None), dict(self.__dict__)  # type: ignore[attr-defined]
 
 
 class _StoredItems(ItemsView):

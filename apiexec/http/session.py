@@ -31,11 +31,12 @@ endpoint. apiexec never changes it after creating it; do not mutate
 
 from __future__ import annotations
 
+import copyreg
 import http.client
 import os
 import urllib.parse
 from datetime import timedelta
-from typing import Any
+from typing import Any, SupportsIndex
 
 import requests
 import urllib3
@@ -268,7 +269,8 @@ class _Response(requests.Response):
     header dict and a ``timedelta`` that the adapter replaces at once or
     that most answers never use: together they cost more than the rest of
     building the response. Here the jar is made when first asked for;
-    everything else is as requests leaves it (pickling included).
+    everything else is as requests leaves it. A pickle or a copy of one is
+    requests' own ``Response``, with the same fields.
     """
 
     def __init__(self) -> None:  # every field of requests.Response.__init__, set here or by build_response
@@ -283,13 +285,17 @@ class _Response(requests.Response):
     def cookies(self) -> requests.cookies.RequestsCookieJar:
         """The response's cookie jar (made on first use)."""
         jar = self.__dict__.get("_cookie_jar")
-        if jar is None:
-            jar = self.__dict__["_cookie_jar"] = requests.cookies.cookiejar_from_dict({})
+        if jar is None:  # two threads asking first at once get the same jar (setdefault is atomic)
+            jar = self.__dict__.setdefault("_cookie_jar", requests.cookies.cookiejar_from_dict({}))
         return jar
 
     @cookies.setter
     def cookies(self, jar: requests.cookies.RequestsCookieJar) -> None:
         self.__dict__["_cookie_jar"] = jar
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        """Pickled (and copied) as requests' own ``Response``: a pickle needs only requests to load."""
+        return copyreg._reconstructor, (requests.Response, object, None), self.__getstate__()  # type: ignore[attr-defined]
 
 
 #: A response's elapsed time until the sender sets it (timedelta is immutable).

@@ -55,3 +55,44 @@ def test_lanes_tell_a_mixed_window():
     assert lanes.mixed and sent == [1, 2]
     lanes.done("a")
     assert not lanes.mixed
+
+
+class _Endpoint:
+    """An endpoint whose call answers, fails, or checks the count in flight while it runs."""
+
+    def __init__(self, run: RunState, fail: bool = False) -> None:
+        self.run, self.fail, self.seen = run, fail, []
+
+    def call(self, request, cache_control=False, **kwargs):
+        self.seen.append(self.run._in_flight)
+        if self.fail:
+            raise RuntimeError("refused")
+        return {"ok": request}
+
+    def stream(self, request, **kwargs):
+        self.seen.append(self.run._in_flight)
+        return iter([{"ok": request}])
+
+
+def test_the_count_in_flight_covers_each_send_and_comes_back_to_zero(tmp_path):
+    from apiexec.batch.outcomes import NotSent
+    from apiexec.batch.state import Gated
+
+    run = _state(tmp_path)
+    answering, failing = _Endpoint(run), _Endpoint(run, fail=True)
+    assert Gated(answering, run).call({"a": 1}) == {"ok": {"a": 1}}
+    assert list(Gated(answering, run).stream({"b": 2})) == [{"ok": {"b": 2}}]
+    try:
+        Gated(failing, run).call({})
+    except RuntimeError:
+        pass
+    assert answering.seen == [1, 1] and failing.seen == [1] and run._in_flight == 0
+    run.on_signal()  # halted: nothing more is sent, and nothing is counted
+    for send in (Gated(answering, run).call, Gated(answering, run).stream):
+        try:
+            send({})
+        except NotSent:
+            pass
+        else:
+            raise AssertionError("a halted run sent a call")
+    assert answering.seen == [1, 1] and run._in_flight == 0

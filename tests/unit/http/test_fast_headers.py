@@ -149,3 +149,10 @@ def test_requests_own_response_class_is_untouched():
     assert http.client.HTTPConnection.response_class is http.client.HTTPResponse
     assert http.client.parse_headers is not parse_headers
     assert http.client.HTTPResponse.begin is not FastHeadersResponse.begin
+
+
+def test_items_of_a_plain_message_are_a_copy():
+    message = parse_headers(io.BytesIO(b"A: 1\r\nB: 2\r\n\r\n"))
+    items = message.items()
+    items.append(("C", "3"))
+    assert message.items() == [("A", "1"), ("B", "2")] and message.get("c") is None

@@ -8,6 +8,7 @@ wrapped session) takes requests' own path.
 
 import json
 import logging
+import pickle
 from unittest.mock import Mock
 
 import pytest
@@ -86,6 +87,9 @@ def test_request_headers_read_as_requests_own_dict():
     del copied["ACCEPT"]
     assert type(copied) is RequestHeaders and ours["x-api-key"] == "k" and "accept" in ours
     assert list(copied.items()) == [("Content-Type", "application/json"), ("x-api-key", "other")]
+    pickled = pickle.dumps(ours)
+    assert b"apiexec" not in pickled and type(pickle.loads(pickled)) is requests.structures.CaseInsensitiveDict
+    assert list(pickle.loads(pickled).items()) == pairs
 
 
 def test_per_call_headers_override_remove_and_are_checked():
@@ -185,6 +189,14 @@ def test_redirects_keep_credentials_only_within_the_origin(target, kept):
     assert json.loads(followed.body) == BODY  # 307 keeps method and body
     assert ("Authorization" in followed.headers) is kept
     assert ("x-goog-api-key" in followed.headers) is kept
+
+
+@responses.activate
+def test_a_location_header_outside_a_redirect_status_is_not_followed():
+    responses.post(URL, status=201, json={"id": "x"}, headers={"Location": f"{BASE}/things/x"})
+    with make() as ep:
+        assert ep.call(BODY) == {"id": "x"}
+    assert len(responses.calls) == 1
 
 
 @responses.activate
