@@ -15,12 +15,13 @@ a test in a full CI run keeps a margin). A client whose bucket holds a whole
 minute's quota (the old default) gets hundreds of 429s: the test
 discriminates.
 
-The tests run untraced (``no_cover``): under coverage's tracer, 16 threads
-of ``requests`` (and redis-py, for the Redis storage) cost this one process
-about as much CPU per call as the server's rate allows (5 ms at 200/s), and
-the client itself, not its pacing, set the pace: 81 % of the rate in all
-three runs of one full CI run on 2026-11-27, 97.4 % for the same test
-alone.
+The tests run untraced (``no_cover``). The client here is 16 threads of
+``requests`` (and redis-py, for the Redis storage) in the test process;
+traced by coverage on a busy 2-core machine, its own CPU per call can come
+near what the server's rate allows (5 ms at 200/s), and then the client,
+not its pacing, sets the pace. One full CI run on 2026-11-27 saw 81 % of
+the rate in all three runs on Redis (not reproduced alone: 97.4 %, with
+coverage or without).
 """
 
 import os
