@@ -209,8 +209,8 @@ def wait_before_retry(seconds: float, waiter: Waiter = REAL) -> None:
         raise ExecutorNotRunning("the executor shut down while a call waited to retry")
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    """The response's request id header, if any.
+def request_id(headers: Mapping[str, str]) -> str | None:
+    """The provider's id of a response (``x-request-id``, Anthropic's ``request-id``), if any.
 
     requests' headers keep ``lower-case name -> (name, value)`` at hand: a
     lookup there spares the ``KeyError`` each ``in`` on them raises inside
@@ -232,6 +232,6 @@ def note_response(status_code: int, headers: Mapping[str, str]) -> None:
         return
     ctx.status_code = status_code
     if isinstance(headers, Mapping):
-        ctx.request_id = _request_id(headers)
+        ctx.request_id = request_id(headers)
     for observer in list(ctx.observers):
         observer(status_code, headers)

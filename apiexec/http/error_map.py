@@ -36,7 +36,7 @@ from typing import Any, Final
 import requests
 import urllib3
 
-from apiexec.call_context import REQUEST_ID_HEADERS
+from apiexec.call_context import request_id
 from apiexec.errors import (
     APIConnectionError,
     APIError,
@@ -63,11 +63,6 @@ QUOTA_ERROR_CODES: Final = frozenset(
 )
 #: Errors the transport may raise while a body is read.
 BODY_ERRORS: Final = (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError)
-
-
-def request_id(headers: Mapping[str, str]) -> str | None:
-    """The provider's id of a response (``x-request-id``, Anthropic's ``request-id``)."""
-    return next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
 
 
 def should_retry_header(headers: Mapping[str, str]) -> bool | None:
